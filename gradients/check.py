@@ -1,0 +1,335 @@
+"""Check a backward pass against finite differences, and say exactly what is wrong.
+
+The check reduces any function to a scalar with a random cotangent ``c`` (never
+all ones: a wrong softmax backward passes an all-ones cotangent)::
+
+    L(x) = sum_k Re <c_k, F_k(x)>
+
+so that the analytic gradient of ``L`` is what the backward returns when fed
+``c``. Two modes:
+
+* ``full``: every element of every tensor, by Richardson-extrapolated central
+  differences (4 evaluations an element). The report names the worst element.
+* ``fast``: a few random directions ``v`` per tensor, comparing
+  ``Re <grad, v>`` with the directional derivative (the dot-product VJP test).
+
+An element passes when ``|a - n| <= atol * scale + rtol * max(|a|, |n|)``,
+where ``scale`` is the largest numeric gradient magnitude of the tensor and
+``a``/``n`` are analytic and numeric values; a floor proportional to ``|L|``
+absorbs rounding noise of the finite differences themselves.
+
+Entry points:
+
+* :func:`check_gradients` takes any ``fn(arrays) -> outputs`` and
+  ``grad_fn(arrays, cotangents) -> grads``: user code, not only ours.
+* :func:`check_forward_backward` adapts a ``forward(**arrays) -> (out, cache)``
+  and ``backward(dout, cache) -> grads`` pair.
+* :func:`check_mechanism` runs a registered mechanism's example.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from reference.backend import array_namespace, dtype_of, namespace, to_numpy
+from reference.registry import Mechanism
+
+from .numerical import directional_derivative, numerical_gradient
+
+__all__ = ["TOLERANCES", "TensorResult", "Report", "check_gradients", "check_forward_backward", "check_mechanism",
+           "random_cotangents"]
+
+#: Default tolerances per dtype: rtol on each element, atol relative to the tensor's scale,
+#: and the rounding floor relative to max(1, |L|).
+TOLERANCES: dict[str, dict[str, float]] = {
+    "float64": {"rtol": 1e-6, "atol": 1e-7, "floor": 1e-10},
+    "float32": {"rtol": 3e-2, "atol": 1e-2, "floor": 1e-4},
+}
+
+
+@dataclass
+class TensorResult:
+    """The verdict on one tensor's gradient."""
+
+    mechanism: str
+    tensor: str
+    shape: tuple[int, ...]
+    max_abs_error: float
+    max_rel_error: float
+    worst: str  # the worst element's index, or "direction k" in fast mode
+    analytic: float | complex | None
+    numeric: float | complex | None
+    passed: bool
+    note: str = ""
+
+    def describe(self) -> str:
+        """One sentence for failure messages: which tensor, which element, both numbers."""
+        if self.note:
+            return f"{self.mechanism}: {self.tensor}: {self.note}"
+        return (f"{self.mechanism}: gradient of {self.tensor}{list(self.shape)} at {self.worst}: "
+                f"analytic {self.analytic!r}, numeric {self.numeric!r} "
+                f"(abs error {self.max_abs_error:.3g}, rel error {self.max_rel_error:.3g})")
+
+
+@dataclass
+class Report:
+    """All tensors checked in one run, with a printable table."""
+
+    results: list[TensorResult] = field(default_factory=list)
+    mode: str = "full"
+    backend: str = "numpy"
+    dtype: str = "float64"
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failures(self) -> list[TensorResult]:
+        return [r for r in self.results if not r.passed]
+
+    def extend(self, other: "Report") -> None:
+        self.results.extend(other.results)
+
+    def table(self) -> str:
+        header = ("mechanism", "tensor", "shape", "max abs err", "max rel err", "worst element", "verdict")
+        rows = [header] + [
+            (r.mechanism, r.tensor, "x".join(map(str, r.shape)) or "scalar", f"{r.max_abs_error:.2e}",
+             f"{r.max_rel_error:.2e}", r.worst, "ok" if r.passed else "FAIL" + (f" ({r.note})" if r.note else ""))
+            for r in self.results
+        ]
+        widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+        lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        n_fail = len(self.failures)
+        lines.append(f"\n{len(self.results)} tensors checked ({self.mode} mode, {self.backend}, {self.dtype}): "
+                     f"{len(self.results) - n_fail} passed, {n_fail} failed")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        def plain(value: Any) -> Any:
+            if isinstance(value, complex):
+                return {"real": value.real, "imag": value.imag}
+            return value
+
+        rows = [{k: plain(v) for k, v in asdict(r).items()} for r in self.results]
+        return json.dumps({"mode": self.mode, "backend": self.backend, "dtype": self.dtype,
+                           "passed": self.passed, "results": rows}, indent=2)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _dtype_name(x: Any) -> str:
+    name = str(x.dtype).split(".")[-1]
+    return {"complex64": "float32", "complex128": "float64"}.get(name, name)
+
+
+def _is_floating(x: Any) -> bool:
+    xp = array_namespace(x)
+    return bool(xp.isdtype(x.dtype, ("real floating", "complex floating")))
+
+
+def random_cotangents(outputs: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
+    """Gaussian cotangents for every floating output, complex for complex outputs."""
+    rng = np.random.default_rng(seed + 7919)
+    cot = {}
+    for name, out in outputs.items():
+        if not _is_floating(out):
+            continue
+        xp = array_namespace(out)
+        host = rng.standard_normal(tuple(out.shape))
+        if np.iscomplexobj(to_numpy(out)):
+            host = host + 1j * rng.standard_normal(tuple(out.shape))
+        cot[name] = xp.asarray(host, dtype=out.dtype)
+    return cot
+
+
+def _as_dict(outputs: Any) -> dict[str, Any]:
+    return dict(outputs) if isinstance(outputs, Mapping) else {"out": outputs}
+
+
+def _pairing(outputs: Mapping[str, Any], cotangents: Mapping[str, Any]) -> float:
+    """L = sum_k Re <c_k, F_k>, summed on the host in the widest precision."""
+    total = 0.0
+    for name, c in cotangents.items():
+        out = to_numpy(outputs[name]).astype(np.complex128 if np.iscomplexobj(to_numpy(c)) else np.float64)
+        total += float(np.real(np.vdot(to_numpy(c).astype(out.dtype), out)))
+    return total
+
+
+def check_gradients(fn: Callable[[dict[str, Any]], Any],
+                    grad_fn: Callable[[dict[str, Any], Any], Mapping[str, Any]],
+                    arrays: Mapping[str, Any], *, cotangents: Mapping[str, Any] | None = None,
+                    mode: str = "full", name: str = "function", seed: int = 0, method: str = "richardson",
+                    n_directions: int = 4, rtol: float | None = None, atol: float | None = None,
+                    floor: float | None = None, check: Callable[[dict[str, Any]], None] | None = None,
+                    max_elements: int | None = None) -> Report:
+    """Check ``grad_fn`` against finite differences of ``fn`` at ``arrays``.
+
+    fn: ``arrays -> outputs`` (an array or a dict of arrays).
+    grad_fn: ``(arrays, cotangents) -> grads``; cotangents has the structure of
+    the outputs (a dict, or one array when fn returns one array); grads is a
+    dict with a gradient for every name of ``arrays`` (same shape).
+    check: optional ``arrays -> None`` called at every perturbed point (raise if
+    a discrete decision changed). max_elements: in full mode, check at most this
+    many elements per tensor (evenly spaced, always including the first and last).
+    """
+    if mode not in ("full", "fast"):
+        raise ValueError(f"mode must be 'full' or 'fast', got {mode!r}")
+    arrays = dict(arrays)
+    if not arrays:
+        raise ValueError("arrays must name at least one array to differentiate")
+    dtype = _dtype_name(next(iter(arrays.values())))
+    tol = dict(TOLERANCES.get(dtype, TOLERANCES["float32"]))
+    tol.update({k: v for k, v in {"rtol": rtol, "atol": atol, "floor": floor}.items() if v is not None})
+
+    raw = fn(arrays)
+    single = not isinstance(raw, Mapping)
+    outputs = _as_dict(raw)
+    cot = dict(cotangents) if cotangents is not None else random_cotangents(outputs, seed)
+    grads = dict(grad_fn(arrays, cot["out"] if single else cot))
+
+    def loss_at(name: str) -> Callable[[Any], float]:
+        def loss(value: Any) -> float:
+            point = {**arrays, name: value}
+            if check is not None:
+                check(point)
+            return _pairing(_as_dict(fn(point)), cot)
+
+        return loss
+
+    loss_scale = max(1.0, abs(_pairing(outputs, cot)))
+    report = Report(mode=mode, backend=_backend_name(next(iter(arrays.values()))), dtype=dtype)
+    for tensor, x in arrays.items():
+        shape = tuple(x.shape)
+        problem = _structure_problem(tensor, x, grads)
+        if problem:
+            report.results.append(TensorResult(name, tensor, shape, math.inf, math.inf, "-", None, None, False, problem))
+            continue
+        analytic = to_numpy(grads[tensor])
+        if mode == "full":
+            indices = _element_indices(shape, max_elements)
+            numeric = numerical_gradient(loss_at(tensor), x, method=method, indices=indices)
+            picked = tuple(np.array(indices).T) if indices else ()
+            a, n = analytic[picked], numeric[picked]
+            labels = [str(i) for i in indices]
+        else:
+            rng = np.random.default_rng(seed + 104729)
+            directions = []
+            for _ in range(n_directions):
+                v = rng.standard_normal(shape)
+                if np.iscomplexobj(analytic):
+                    v = v + 1j * rng.standard_normal(shape)
+                directions.append(v / max(np.linalg.norm(v), 1e-300))
+            a = np.array([np.real(np.vdot(analytic, v)) for v in directions])
+            n = np.array([directional_derivative(loss_at(tensor), x, v, method=method) for v in directions])
+            labels = [f"direction {k}" for k in range(n_directions)]
+        report.results.append(_judge(name, tensor, shape, a, n, labels, tol, loss_scale))
+    return report
+
+
+def _element_indices(shape: tuple[int, ...], max_elements: int | None) -> list[tuple[int, ...]]:
+    every = list(np.ndindex(*shape))
+    if max_elements is None or len(every) <= max_elements:
+        return every
+    picks = np.unique(np.linspace(0, len(every) - 1, max_elements).round().astype(int))
+    return [every[i] for i in picks]
+
+
+def _backend_name(x: Any) -> str:
+    module = type(x).__module__.split(".")[0]
+    return {"numpy": "numpy", "cupy": "cupy", "array_api_strict": "array_api_strict"}.get(module, module)
+
+
+def _structure_problem(tensor: str, x: Any, grads: Mapping[str, Any]) -> str:
+    """A gradient must exist and keep its input's shape, dtype and namespace."""
+    if tensor not in grads:
+        return f"backward returned no gradient for {tensor!r} (it returned {sorted(grads)})"
+    g = grads[tensor]
+    try:
+        same_namespace = array_namespace(g) is array_namespace(x)
+    except TypeError:
+        same_namespace = False
+    if not same_namespace:
+        return f"gradient of {tensor!r} is a {type(g).__name__}, not an array of the input's namespace"
+    if tuple(g.shape) != tuple(x.shape):
+        return f"gradient of {tensor!r} has shape {tuple(g.shape)}, input has {tuple(x.shape)}"
+    if g.dtype != x.dtype:
+        return f"gradient of {tensor!r} has dtype {g.dtype}, input has {x.dtype}"
+    return ""
+
+
+def _judge(name: str, tensor: str, shape: tuple[int, ...], a: np.ndarray, n: np.ndarray, labels: list[str],
+           tol: dict[str, float], loss_scale: float) -> TensorResult:
+    if a.size == 0:
+        return TensorResult(name, tensor, shape, 0.0, 0.0, "-", None, None, True)
+    err = np.abs(a - n)
+    big = np.maximum(np.abs(a), np.abs(n))
+    scale = float(np.max(np.abs(n)))
+    allowed = tol["atol"] * scale + tol["rtol"] * big + tol["floor"] * loss_scale
+    # Relative error against the element's own size, floored by the finite-difference noise.
+    rel = err / np.maximum(big, tol["floor"] * loss_scale)
+    badness = err / allowed
+    finite = np.isfinite(a) & np.isfinite(n)
+    worst = int(np.argmax(np.where(finite, badness, np.inf)))
+    passed = bool(np.all(finite) and np.all(err <= allowed))
+    note = "" if np.all(finite) else "non-finite gradient"
+
+    def scalar(v: Any) -> float | complex:
+        return complex(v) if np.iscomplexobj(v) else float(v)
+
+    return TensorResult(name, tensor, shape, float(np.max(err)), float(np.max(rel)), labels[worst],
+                        scalar(a[worst]), scalar(n[worst]), passed, note)
+
+
+def check_forward_backward(forward: Callable[..., tuple[Any, Any]], backward: Callable[[Any, Any], Any],
+                           arrays: Mapping[str, Any], *, static: Mapping[str, Any] | None = None,
+                           grad_names: list[str] | None = None, **kwargs: Any) -> Report:
+    """Check a cs231n-style pair: ``out, cache = forward(**arrays, **static)``, ``grads = backward(dout, cache)``.
+
+    ``backward`` may return a dict keyed by argument name, or a tuple of
+    gradients in the order of ``grad_names`` (default: the order of ``arrays``).
+    """
+    static = dict(static or {})
+    names = grad_names or list(arrays)
+
+    def fn(point: dict[str, Any]) -> Any:
+        return forward(**point, **static)[0]
+
+    def grad_fn(point: dict[str, Any], cot: Any) -> dict[str, Any]:
+        _, cache = forward(**point, **static)
+        grads = backward(cot, cache)
+        return dict(grads) if isinstance(grads, Mapping) else dict(zip(names, grads))
+
+    return check_gradients(fn, grad_fn, arrays, **kwargs)
+
+
+def check_mechanism(mechanism: Mechanism, *, backend: str = "numpy", dtype: str = "float64", mode: str = "full",
+                    seed: int = 0, method: str = "richardson", max_elements: int | None = None) -> Report:
+    """Check a registered mechanism's backward on its seeded example."""
+    xp = namespace(backend)
+    case = mechanism.example(seed, dtype_of(xp, dtype), xp)
+    tol = mechanism.tolerances.get(dtype, {})
+
+    def fn(arrays: dict[str, Any]) -> dict[str, Any]:
+        return mechanism.run(case.replace(arrays))
+
+    def grad_fn(arrays: dict[str, Any], cot: dict[str, Any]) -> dict[str, Any]:
+        _, cache = mechanism.forward(case.replace(arrays))
+        return mechanism.backward(cache, cot)
+
+    check = None
+    if mechanism.margin_check is not None:
+        def check(arrays: dict[str, Any]) -> None:
+            mechanism.margin_check(case.replace(arrays), 0.0)
+
+    report = check_gradients(fn, grad_fn, case.differentiable, mode=mode, name=mechanism.name, seed=seed,
+                             method=method, check=check, max_elements=max_elements, **tol)
+    report.backend = backend
+    return report

@@ -1,0 +1,1 @@
+"""architecture mechanisms of the ICLR 2020 oracle (see DESIGN.md)."""

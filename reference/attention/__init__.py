@@ -1,0 +1,1 @@
+"""attention mechanisms of the ICLR 2020 oracle (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""embeddings mechanisms of the ICLR 2020 oracle (see DESIGN.md)."""

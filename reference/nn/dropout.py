@@ -1,0 +1,47 @@
+"""Dropout with an explicit mask (randomness is data; DESIGN.md).
+
+Forward:   y = x * m,   m in {0, 1/(1-p)} drawn by ``reference.random.dropout_mask``
+Backward:  dx = dy * m
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import array_namespace
+from ..random import dropout_mask, generator, normal
+from ..registry import Case, Mechanism, register
+from ..validate import require_float, require_shape
+from ._example import B, D, T
+
+sample_dropout_mask = dropout_mask
+
+
+def dropout_forward(x: Any, mask: Any | None) -> tuple[Any, Any]:
+    """``mask`` broadcastable to x's shape, or None for no dropout."""
+    require_float("x", x)
+    if mask is None:
+        return x, None
+    require_float("mask", mask)
+    if mask.ndim > x.ndim:
+        raise ValueError(f"mask must broadcast to x's shape {tuple(x.shape)}, got {tuple(mask.shape)}")
+    return x * mask, mask
+
+
+def dropout_backward(dy: Any, mask: Any | None) -> Any:
+    return dy if mask is None else dy * mask
+
+
+def _example(seed: int, dtype: Any, xp) -> Case:
+    rng = generator(seed)
+    x = normal(rng, (B, T, D), xp=xp, dtype=dtype)
+    return Case(inputs={"x": x}, params={}, static={"mask": dropout_mask(rng, (B, T, D), 0.3, xp=xp, dtype=dtype)})
+
+
+def _forward(case: Case):
+    y, mask = dropout_forward(case.inputs["x"], case.static["mask"])
+    return {"y": y}, mask
+
+
+register(Mechanism("nn.dropout", "building block", "nn", _example, _forward,
+                   lambda mask, cot: {"x": dropout_backward(cot["y"], mask)}))

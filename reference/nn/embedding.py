@@ -1,0 +1,54 @@
+"""Embedding lookup ``y = table[ids]`` and its scatter-add backward.
+
+Forward:   y[..., :] = table[ids[...], :]
+Backward:  dtable[v] = sum over positions n with ids[n] = v of dy[n]   (repeated ids accumulate)
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ..backend import array_namespace, scatter_add
+from ..random import generator, integers, normal
+from ..registry import Case, Mechanism, register
+from ..validate import require_float, require_index_range
+from ._example import B, D, T, V
+
+
+class EmbeddingCache(NamedTuple):
+    ids: Any  # (...,) int
+    vocab_size: int
+
+
+def embedding_forward(ids: Any, table: Any) -> tuple[Any, EmbeddingCache]:
+    """ids (...,) integers in [0, V); table (V, E). Returns (..., E)."""
+    xp = array_namespace(table)
+    require_float("table", table)
+    if table.ndim != 2:
+        raise ValueError(f"table must have shape (vocab, dim), got {tuple(table.shape)}")
+    require_index_range("ids", ids, table.shape[0])
+    flat = xp.reshape(ids, (-1,))
+    y = xp.take(table, flat, axis=0)  # (N, E)
+    return xp.reshape(y, (*ids.shape, table.shape[1])), EmbeddingCache(ids, table.shape[0])
+
+
+def embedding_backward(dy: Any, cache: EmbeddingCache) -> Any:
+    xp = array_namespace(dy)
+    ids, vocab_size = cache
+    flat_dy = xp.reshape(dy, (-1, dy.shape[-1]))  # (N, E)
+    return scatter_add(flat_dy, xp.reshape(ids, (-1,)), vocab_size)  # (V, E)
+
+
+def _example(seed: int, dtype: Any, xp) -> Case:
+    rng = generator(seed)
+    ids = integers(rng, 4, (B, T), xp=xp)  # 10 draws from 4 ids: repeats are certain
+    return Case(inputs={}, params={"table": normal(rng, (V, D), xp=xp, dtype=dtype)}, static={"ids": ids})
+
+
+def _forward(case: Case):
+    y, cache = embedding_forward(case.static["ids"], case.params["table"])
+    return {"y": y}, cache
+
+
+register(Mechanism("nn.embedding", "building block", "nn", _example, _forward,
+                   lambda cache, cot: {"table": embedding_backward(cot["y"], cache)}))

@@ -1,0 +1,81 @@
+"""Softmax and log-softmax along an axis.
+
+Forward:   p = exp(z - max z) / sum exp(z - max z)          (shift for stability)
+           log p = z - logsumexp(z)
+Backward:  dz = p * (dp - sum(p * dp))                       (softmax)
+           dz = dlogp - p * sum(dlogp)                       (log-softmax)
+
+Masking is the caller's business: masked scores are set to ``MASKED_SCORE``
+(a finite constant) before the softmax, so their probability is an exact zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ..backend import array_namespace
+from ..random import generator, normal
+from ..registry import Case, Mechanism, register
+from ..validate import require_float
+from ._example import B, D, T
+
+
+class SoftmaxCache(NamedTuple):
+    p: Any  # (..., N) probabilities
+    axis: int
+
+
+def softmax_forward(z: Any, *, axis: int = -1) -> tuple[Any, SoftmaxCache]:
+    xp = array_namespace(z)
+    require_float("z", z)
+    shifted = z - xp.max(z, axis=axis, keepdims=True)
+    e = xp.exp(shifted)
+    p = e / xp.sum(e, axis=axis, keepdims=True)
+    return p, SoftmaxCache(p, axis)
+
+
+def softmax_backward(dp: Any, cache: SoftmaxCache) -> Any:
+    xp = array_namespace(dp)
+    p, axis = cache
+    return p * (dp - xp.sum(p * dp, axis=axis, keepdims=True))
+
+
+def logsumexp(z: Any, *, axis: int = -1, keepdims: bool = False) -> Any:
+    """log sum exp z along ``axis``, shifted by the max for stability."""
+    xp = array_namespace(z)
+    m = xp.max(z, axis=axis, keepdims=True)
+    out = m + xp.log(xp.sum(xp.exp(z - m), axis=axis, keepdims=True))
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def log_softmax_forward(z: Any, *, axis: int = -1) -> tuple[Any, SoftmaxCache]:
+    xp = array_namespace(z)
+    require_float("z", z)
+    log_p = z - logsumexp(z, axis=axis, keepdims=True)
+    return log_p, SoftmaxCache(xp.exp(log_p), axis)
+
+
+def log_softmax_backward(dlog_p: Any, cache: SoftmaxCache) -> Any:
+    xp = array_namespace(dlog_p)
+    p, axis = cache
+    return dlog_p - p * xp.sum(dlog_p, axis=axis, keepdims=True)
+
+
+def _example(seed: int, dtype: Any, xp) -> Case:
+    return Case(inputs={"z": normal(generator(seed), (B, T, D), xp=xp, dtype=dtype, scale=2.0)}, params={})
+
+
+def _forward(case: Case):
+    p, cache = softmax_forward(case.inputs["z"])
+    return {"p": p}, cache
+
+
+def _log_forward(case: Case):
+    log_p, cache = log_softmax_forward(case.inputs["z"])
+    return {"log_p": log_p}, cache
+
+
+register(Mechanism("nn.softmax", "building block", "nn", _example, _forward,
+                   lambda cache, cot: {"z": softmax_backward(cot["p"], cache)}))
+register(Mechanism("nn.log_softmax", "building block", "nn", _example, _log_forward,
+                   lambda cache, cot: {"z": log_softmax_backward(cot["log_p"], cache)}))

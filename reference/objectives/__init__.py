@@ -1,0 +1,1 @@
+"""objectives mechanisms of the ICLR 2020 oracle (see DESIGN.md)."""

@@ -1,0 +1,139 @@
+"""Every mechanism as one record, so that tools can treat them all alike.
+
+A mechanism module ends with one or more calls::
+
+    register(Mechanism(
+        name="attention.lsh", paper="Reformer (Kitaev et al., ICLR 2020)", section="attention",
+        example=example,      # (seed, dtype, xp) -> Case
+        forward=forward,      # (case) -> (outputs: dict of arrays, cache)
+        backward=backward,    # (cache, cotangents: dict) -> grads: dict over inputs and params
+    ))
+
+``Case.inputs`` and ``Case.params`` hold the differentiable arrays (their names
+are distinct); ``Case.static`` holds everything else (integers, masks, trees,
+rotations, samples). ``backward`` returns a gradient for every name in
+``inputs`` and ``params``. Outputs whose dtype is not floating are not
+differentiated.
+
+Modules register on import. :func:`all_mechanisms` imports every module under
+the section packages, so adding a mechanism never means editing this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable
+
+__all__ = ["Case", "Mechanism", "register", "get", "all_mechanisms", "SECTIONS"]
+
+SECTIONS = ("nn", "attention", "objectives", "embeddings", "architecture")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One seeded example: differentiable ``inputs`` and ``params``, and ``static`` data."""
+
+    inputs: dict[str, Any]
+    params: dict[str, Any]
+    static: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        clash = set(self.inputs) & set(self.params)
+        if clash:
+            raise ValueError(f"input and parameter names must be distinct, both have {sorted(clash)}")
+
+    @property
+    def differentiable(self) -> dict[str, Any]:
+        """Inputs then parameters, in one dict keyed by name."""
+        return {**self.inputs, **self.params}
+
+    def replace(self, values: dict[str, Any]) -> "Case":
+        """A copy with some differentiable arrays replaced (used by finite differences)."""
+        inputs = {k: values.get(k, v) for k, v in self.inputs.items()}
+        params = {k: values.get(k, v) for k, v in self.params.items()}
+        return dataclasses.replace(self, inputs=inputs, params=params)
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """A mechanism of the oracle, in the protocol of DESIGN.md."""
+
+    name: str
+    paper: str
+    section: str
+    example: Callable[[int, Any, ModuleType], Case]
+    forward: Callable[[Case], tuple[dict[str, Any], Any]]
+    backward: Callable[[Any, dict[str, Any]], dict[str, Any]]
+    #: Extra tolerance context, e.g. ``{"float64": {"rtol": 1e-6}}``; most need none.
+    tolerances: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Optional (case) -> None that raises if a finite-difference step could flip a
+    #: discrete decision (a hash bucket, an argmax); called by the checker.
+    margin_check: Callable[[Case, float], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.section not in SECTIONS:
+            raise ValueError(f"section must be one of {SECTIONS}, got {self.section!r}")
+        if not self.name.startswith(self.section + "."):
+            raise ValueError(f"name {self.name!r} must start with its section {self.section!r}")
+
+    def run(self, case: Case) -> dict[str, Any]:
+        """Outputs only (what the finite differences call)."""
+        outputs, _ = self.forward(case)
+        return outputs
+
+
+_REGISTRY: dict[str, Mechanism] = {}
+
+
+def register(mechanism: Mechanism) -> Mechanism:
+    """Add a mechanism; a second registration of the same name is an error."""
+    old = _REGISTRY.get(mechanism.name)
+    if old is not None and old is not mechanism:
+        if (old.forward.__module__, old.forward.__qualname__) != (
+            mechanism.forward.__module__,
+            mechanism.forward.__qualname__,
+        ):
+            raise ValueError(f"mechanism {mechanism.name!r} is registered twice")
+    _REGISTRY[mechanism.name] = mechanism
+    return mechanism
+
+
+def _import_all() -> None:
+    for section in SECTIONS:
+        package = importlib.import_module(f"reference.{section}")
+        for info in pkgutil.iter_modules(package.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"reference.{section}.{info.name}")
+
+
+def all_mechanisms() -> dict[str, Mechanism]:
+    """Every registered mechanism, sorted by section order then name."""
+    _import_all()
+    order = {s: i for i, s in enumerate(SECTIONS)}
+    return dict(sorted(_REGISTRY.items(), key=lambda kv: (order[kv[1].section], kv[0])))
+
+
+def get(name: str) -> Mechanism:
+    """The mechanism called ``name``; unknown names list what exists."""
+    mechanisms = all_mechanisms()
+    if name not in mechanisms:
+        raise KeyError(f"no mechanism {name!r}; known: {', '.join(mechanisms)}")
+    return mechanisms[name]
+
+
+def select(names: list[str] | None) -> list[Mechanism]:
+    """Mechanisms by name; a name also selects its registered variants (``attention.lsh`` → ``attention.lsh.causal``)."""
+    mechanisms = all_mechanisms()
+    if not names:
+        return list(mechanisms.values())
+    chosen: list[Mechanism] = []
+    for name in names:
+        found = [m for key, m in mechanisms.items() if key == name or key.startswith(name + ".")]
+        if not found:
+            raise KeyError(f"no mechanism {name!r}; known: {', '.join(mechanisms)}")
+        chosen.extend(m for m in found if m not in chosen)
+    return chosen
