@@ -1,0 +1,130 @@
+"""Softmax cross-entropy with an ignore index, and sigmoid binary cross-entropy.
+
+Softmax cross-entropy over logits z (..., V) and integer targets y (...):
+
+    l_n = -log softmax(z_n)[y_n] = logsumexp(z_n) - z_n[y_n]
+    L = sum_{n valid} l_n / N_valid              valid: y_n != ignore_index
+    dz_n = dL * (softmax(z_n) - onehot(y_n)) / N_valid   on valid n, 0 elsewhere
+
+Sigmoid binary cross-entropy over logits z and targets t in [0, 1], weights w >= 0:
+
+    l_n = max(z_n, 0) - z_n t_n + log(1 + exp(-|z_n|))   (= -t log s - (1-t) log(1-s), s = sigmoid z)
+    L = sum_n w_n l_n / sum_n w_n
+    dz_n = dL * w_n (sigmoid(z_n) - t_n) / sum_n w_n
+
+Both losses return a 0-d array; their backward takes the scalar cotangent dL.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ..backend import array_namespace, one_hot
+from ..random import generator, integers, normal, uniform
+from ..registry import Case, Mechanism, register
+from ..validate import require_float, require_int
+from ._example import B, T, V
+from .softmax import log_softmax_forward
+
+IGNORE_INDEX = -100
+
+
+class CrossEntropyCache(NamedTuple):
+    p: Any  # (..., V) softmax of the logits
+    target_hot: Any  # (..., V) one-hot targets, zero rows where ignored
+    valid: Any  # (..., 1) 1.0 where the target counts
+    count: Any  # () number of valid targets (at least 1)
+
+
+def cross_entropy_forward(logits: Any, targets: Any, *,
+                          ignore_index: int = IGNORE_INDEX) -> tuple[Any, CrossEntropyCache]:
+    """Mean cross-entropy over targets != ignore_index; logits (..., V), targets (...)."""
+    xp = array_namespace(logits, targets)
+    require_float("logits", logits)
+    require_int("targets", targets)
+    if tuple(targets.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"targets must have shape {tuple(logits.shape[:-1])} (logits without the class axis), "
+                         f"got {tuple(targets.shape)}")
+    n_classes = logits.shape[-1]
+    is_valid = targets != ignore_index
+    if bool(xp.any(is_valid & ((targets < 0) | (targets >= n_classes)))):
+        raise ValueError(f"targets must lie in [0, {n_classes}) or equal ignore_index={ignore_index}")
+    safe = xp.where(is_valid, targets, xp.zeros_like(targets))
+    valid = xp.astype(is_valid, logits.dtype)[..., None]  # (..., 1)
+    target_hot = one_hot(safe, n_classes, dtype=logits.dtype) * valid  # (..., V)
+    log_p, softmax_cache = log_softmax_forward(logits)
+    count = xp.maximum(xp.sum(valid), xp.asarray(1.0, dtype=logits.dtype))
+    loss = -xp.sum(target_hot * log_p) / count
+    return loss, CrossEntropyCache(softmax_cache.p, target_hot, valid, count)
+
+
+def cross_entropy_backward(dloss: Any, cache: CrossEntropyCache) -> Any:
+    p, target_hot, valid, count = cache
+    return dloss * (p * valid - target_hot) / count  # (..., V)
+
+
+class BCECache(NamedTuple):
+    logits: Any
+    targets: Any
+    weights: Any
+    total_weight: Any
+
+
+def sigmoid(z: Any) -> Any:
+    """Logistic sigmoid, computed without overflow for either sign of z."""
+    xp = array_namespace(z)
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def sigmoid_bce_forward(logits: Any, targets: Any, weights: Any | None = None) -> tuple[Any, BCECache]:
+    """Weighted mean binary cross-entropy with logits; targets in [0, 1]; weights default to ones."""
+    xp = array_namespace(logits, targets)
+    require_float("logits", logits)
+    require_float("targets", targets)
+    if tuple(targets.shape) != tuple(logits.shape):
+        raise ValueError(f"targets must have the logits' shape {tuple(logits.shape)}, got {tuple(targets.shape)}")
+    weights = xp.ones_like(logits) if weights is None else weights
+    if tuple(weights.shape) != tuple(logits.shape):
+        raise ValueError(f"weights must have the logits' shape {tuple(logits.shape)}, got {tuple(weights.shape)}")
+    total = xp.sum(weights)
+    if not bool(total > 0):
+        raise ValueError("weights must have a positive sum (no position would count)")
+    per_item = xp.maximum(logits, xp.zeros_like(logits)) - logits * targets + xp.log1p(xp.exp(-xp.abs(logits)))
+    return xp.sum(weights * per_item) / total, BCECache(logits, targets, weights, total)
+
+
+def sigmoid_bce_backward(dloss: Any, cache: BCECache) -> Any:
+    logits, targets, weights, total = cache
+    return dloss * weights * (sigmoid(logits) - targets) / total
+
+
+def _ce_example(seed: int, dtype: Any, xp) -> Case:
+    rng = generator(seed)
+    targets = rng.integers(0, V, (B, T))
+    targets[0, 1] = IGNORE_INDEX
+    return Case(inputs={"logits": normal(rng, (B, T, V), xp=xp, dtype=dtype, scale=2.0)}, params={},
+                static={"targets": xp.asarray(targets)})
+
+
+def _ce_forward(case: Case):
+    loss, cache = cross_entropy_forward(case.inputs["logits"], case.static["targets"])
+    return {"loss": loss}, cache
+
+
+def _bce_example(seed: int, dtype: Any, xp) -> Case:
+    rng = generator(seed)
+    weights = xp.asarray(rng.integers(0, 2, (B, T)), dtype=dtype)  # a padding-like 0/1 weight
+    return Case(inputs={"logits": normal(rng, (B, T), xp=xp, dtype=dtype, scale=3.0)}, params={},
+                static={"targets": uniform(rng, (B, T), xp=xp, dtype=dtype), "weights": weights + 0.5})
+
+
+def _bce_forward(case: Case):
+    loss, cache = sigmoid_bce_forward(case.inputs["logits"], case.static["targets"], case.static["weights"])
+    return {"loss": loss}, cache
+
+
+register(Mechanism("nn.cross_entropy", "building block", "nn", _ce_example, _ce_forward,
+                   lambda cache, cot: {"logits": cross_entropy_backward(cot["loss"], cache)}))
+register(Mechanism("nn.sigmoid_bce", "building block", "nn", _bce_example, _bce_forward,
+                   lambda cache, cot: {"logits": sigmoid_bce_backward(cot["loss"], cache)}))
