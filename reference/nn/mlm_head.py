@@ -4,7 +4,7 @@ Axes: ... leading axes (batch, seq), H hidden width, E embedding width, V vocabu
 
 Forward:
     u = h w + b                    (H -> E)
-    a = GELU(u)
+    a = GELU(u)                    (exact erf form, or BERT's tanh form with activation="gelu_tanh")
     z = LayerNorm(a; ln_gamma, ln_beta)
     logits = z table^T + out_bias  (E -> V; table is the token embedding table, tied)
 
@@ -39,13 +39,14 @@ class MLMHeadCache(NamedTuple):
     table: Any  # (V, E)
 
 
-def mlm_head_forward(h: Any, params: dict[str, Any], table: Any, *, eps: float = 1e-5) -> tuple[Any, MLMHeadCache]:
+def mlm_head_forward(h: Any, params: dict[str, Any], table: Any, *, activation: str = "gelu",
+                     eps: float = 1e-5) -> tuple[Any, MLMHeadCache]:
     """h (..., H); params w (H, E), b (E,), ln_gamma, ln_beta (E,), out_bias (V,); table (V, E)."""
     xp = array_namespace(h, table)
     require_shape("table", table, ["vocab", "dim"], [None, params["w"].shape[1]])
     require_shape("out_bias", params["out_bias"], ["vocab"], [table.shape[0]])
     u, dense = linear_forward(h, params["w"], params["b"])  # (..., E)
-    a, act = activation_forward(u, "gelu")
+    a, act = activation_forward(u, activation)
     z, ln = layer_norm_forward(a, params["ln_gamma"], params["ln_beta"], eps=eps)  # (..., E)
     logits = xp.matmul(z, xp.matrix_transpose(table)) + params["out_bias"]  # (..., V)
     return logits, MLMHeadCache(dense, act, ln, z, table)
