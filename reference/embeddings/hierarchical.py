@@ -111,8 +111,8 @@ def init_hierarchical(rng, n_vertical: int, n_horizontal: int, width: int, *, xp
             "e_horizontal": normal(rng, (n_horizontal, width), xp=xp, dtype=dtype, scale=width ** -0.5)}
 
 
-#: Trees of the registered examples: pairwise-distinct sizes (n = 5 and 3 leaves, m = 4 and 2 nodes).
-EXAMPLE_TREES = ("(S (NP the cat) (VP sat (PP on mats)))", "(S (A x y) z)")
+#: Trees of the registered examples: B = 3 trees of n = 5, 3, 2 leaves and m = 4, 2, 1 nodes (padded).
+EXAMPLE_TREES = ("(S (NP the cat) (VP sat (PP on mats)))", "(S (A x y) z)", "(S p q)")
 
 
 def _example(seed: int, dtype: Any, xp) -> Case:
