@@ -82,6 +82,9 @@ def exit_scores(p: Any, targets: Any, *, kind: str = "likelihood") -> Any:
     raise ValueError(f"kind must be 'likelihood' or 'correctness', got {kind!r}")
 
 
+#: The configuration each registered variant runs with, by name.
+CONFIGS: dict[str, DepthAdaptiveConfig] = {}
+
 _SIZES = dict(batch=2, seq=4, src=3, d_model=4, d_ff=5, vocab=7, max_len=5, n_layers=3, n_heads=2)
 
 
@@ -123,6 +126,7 @@ def _register(name: str, config: DepthAdaptiveConfig, *, mixed: bool = False, or
         dsource, grads = depth_adaptive_backward(cot, cache)
         return {"source": dsource, **grads}
 
+    CONFIGS[name] = config
     register(Mechanism(name, PAPER, "architecture", _make_example(config, mixed=mixed, oracle=oracle),
                        forward, backward))
 
