@@ -176,8 +176,8 @@ def combine_rounds(o: Any, lam: Any) -> tuple[Any, RoundsCache]:
 def combine_rounds_backward(dout: Any, cache: RoundsCache) -> tuple[Any, Any]:
     """do_r = omega_r dout;  dlam_r = omega_r <o_r - out, dout> (spec §3.3 step 2)."""
     xp = array_namespace(dout)
-    do = cache.omega[..., None] * dout[:, :, None]  # (B, H, R, L, Dv)
-    dlam = cache.omega * xp.sum((cache.o - cache.out[:, :, None]) * dout[:, :, None], axis=-1)  # (B, H, R, L)
+    do = cache.omega[..., None] * dout[:, :, None, ...]  # (B, H, R, L, Dv)
+    dlam = cache.omega * xp.sum((cache.o - cache.out[:, :, None, ...]) * dout[:, :, None, ...], axis=-1)  # (B, H, R, L)
     return do, dlam
 
 
