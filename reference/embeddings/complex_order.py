@@ -87,9 +87,11 @@ def _rows(table: Any, ids: Any, *, xp) -> Any:
 def complex_order_values(r: Any, w: Any | None, theta: Any | None, pos: Any) -> tuple[Any, Any]:
     """Eq. (1) on gathered rows; returns f = r u and the rotation u = exp(i phi).
 
-    r (B, T, D); w and theta (B, T, D), (D,) or None; pos (B, T, 1). Written
-    with analytic operations only, so a complex-step derivative in r, w or
-    theta (complex values passed in place of the real ones) is exact.
+    r (B, T, D); w and theta (B, T, D), (D,) or None; pos (B, T, 1). (Not a
+    route for the complex-step method: its intermediates are already complex,
+    so an imaginary perturbation of w would mix with the genuine imaginary
+    part. The tests take the complex step on Re(c f) = r (Re c cos phi - Im c
+    sin phi), whose intermediates are real.)
     """
     xp = array_namespace(r)
     phi = xp.zeros_like(r)  # (B, T, D)

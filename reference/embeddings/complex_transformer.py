@@ -158,7 +158,7 @@ def init_complex_transformer(rng, vocab: int, d_model: int, d_ff: int, n_classes
 
 # Registered example: B, T, H, Dh, D, F, V, C pairwise distinct; the last two
 # positions of the last sequence are padding (masked keys, ignored targets).
-_B, _T, _H, _D, _F, _V, _C = 3, 5, 2, 8, 7, 11, 6
+_B, _T, _H, _D, _F, _V, _C = 4, 5, 2, 6, 7, 9, 8  # Dh = 3
 #: Smallest |pre-activation| (each part) and |S| the example accepts: far above
 #: what a finite-difference step moves them, so no ReLU kink is crossed.
 _MARGIN = 5e-3
@@ -174,7 +174,7 @@ def _registered(score: str):
         rng = generator(seed)
         key_valid = np.ones((_B, _T), dtype=bool)
         key_valid[-1, -2:] = False
-        ids = rng.integers(0, 8, (_B, _T))  # 15 draws from 8 of 11 words: repeats and unused rows
+        ids = rng.integers(0, 7, (_B, _T))  # 20 draws from 7 of 9 words: repeats and unused rows
         targets = np.where(key_valid, rng.integers(0, _C, (_B, _T)), IGNORE_INDEX)
         static = {"ids": xp.asarray(ids, dtype=xp.int64), "targets": xp.asarray(targets, dtype=xp.int64),
                   "key_valid": xp.asarray(key_valid), "positions": xp.arange(_T, dtype=dtype)}
