@@ -104,7 +104,7 @@ def xp_assert_close(actual: Any, desired: Any, *, rtol: float = 1e-12, atol: flo
         worst = np.unravel_index(int(np.argmax(excess)), a.shape)
         raise AssertionError(
             f"{name}: {int(np.sum(bad))} of {a.size} elements differ beyond atol={atol:g}, rtol={rtol:g}; "
-            f"worst at {tuple(int(i) for i in worst)}: actual {a[worst]!r}, desired {d[worst]!r}, "
+            f"worst at {tuple(int(i) for i in worst)}: actual {a[worst].item()!r}, desired {d[worst].item()!r}, "
             f"abs error {float(err[worst]):.3g} (max abs error {float(np.nanmax(err)):.3g})")
 
 
