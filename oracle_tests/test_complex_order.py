@@ -126,6 +126,34 @@ def test_torch_autograd_agrees(name):
         assert_close(f"grad {k}", v.grad.numpy(), to_numpy(grads[k]), 1e-10)
 
 
+@pytest.mark.parametrize("name", EMBEDDINGS)
+def test_torch_autograd_agrees_embedding(name):
+    """f = polar(r, w pos + theta) in torch; L = sum Re(conj(c) f), the checker's pairing."""
+    xp = namespace("numpy")
+    m = get(name)
+    case = m.example(2, xp.float64, xp)
+    outputs, cache = m.forward(case)
+    cot = random_cotangents(outputs, 2)
+    grads = m.backward(cache, cot)
+    ids = torch.tensor(to_numpy(case.static["ids"]))
+    pos = torch.tensor(to_numpy(case.static["positions"]))[None, :, None]
+    tp = {k: torch.tensor(to_numpy(v), requires_grad=True) for k, v in case.params.items()}
+
+    def rows(table):
+        return table if table.ndim == 1 else table[ids]
+
+    phi = torch.zeros(ids.shape + (tp["amplitude"].shape[1],), dtype=torch.float64)
+    if "frequency" in tp:
+        phi = phi + rows(tp["frequency"]) * pos
+    if "initial_phase" in tp:
+        phi = phi + rows(tp["initial_phase"])
+    f = torch.polar(rows(tp["amplitude"]), phi)
+    assert_close("embedding", f.detach().numpy(), to_numpy(outputs["embedding"]), 1e-12)
+    (torch.conj(torch.tensor(to_numpy(cot["embedding"]))) * f).real.sum().backward()
+    for k, v in tp.items():
+        assert_close(f"grad {k}", v.grad.numpy(), to_numpy(grads[k]), 1e-10)
+
+
 def test_one_line_conventions_torch_and_jax():
     """L = |z|^2 at z = 1 + 2i: PyTorch gives 2z, JAX gives 2 conj(z) (DESIGN.md, gradients.complex)."""
     jax = pytest.importorskip("jax")

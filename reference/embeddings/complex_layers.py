@@ -1,4 +1,4 @@
-"""Complex-valued layers the complex-order paper pairs with its embedding (arXiv:1912.12333v2, Sec. 3.3 and App.).
+"""Complex-valued layers the complex-order paper pairs with its embedding (Wang et al., ICLR 2020, arXiv:1912.12333v2).
 
 Every gradient here is in the oracle's convention (DESIGN.md): for a real loss
 L of a complex array z, ``g_z = dL/dRe z + i dL/dIm z`` (PyTorch's ``.grad``).
@@ -11,7 +11,7 @@ Two rules generate every backward below:
 
 Axes: B batch, H heads, T query positions, S key positions, D width, Dh = D / H.
 
-Complex attention (two ways to make a score real, Eq. (A1)/(A2)):
+Complex attention (two ways to make a score real; equation labels A1/A2 are ours):
 
     S = Q K^T                  (bilinear, no conjugate)     "modulus":   A = |S| / sqrt(Dh)   [authors' code]
     S = Q K^H = Q conj(K)^T    (Hermitian product)          "hermitian": A = Re(S) / sqrt(Dh)

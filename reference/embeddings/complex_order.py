@@ -9,7 +9,8 @@ The amplitude r carries the word's meaning, the phase its position; moving a
 word by Delta positions rotates every dimension by w_{j,k} Delta (the paper's
 "position-free offset transformation"), and |f| = r stays bounded.
 
-Axes: B batch, T sequence, V vocabulary, D embedding width.
+Axes: B batch, T sequence, V vocabulary, D embedding width. Equation numbers
+(1)-(4) are this docstring's; (1) is the paper's complex-order embedding.
 
 Paper symbol -> name here:
     r (amplitude)          amplitude       (V, D) real
@@ -51,6 +52,7 @@ Deviations:
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace, scatter_add
@@ -178,8 +180,6 @@ def sample_complex_order(rng, vocab_size: int, dim: int, *, xp, dtype, frequency
 
     frequency / initial_phase: "word" (V, D), "shared" (D,) or "none" (omitted).
     """
-    import math
-
     params = {"amplitude": uniform(rng, (vocab_size, dim), xp=xp, dtype=dtype, low=0.5, high=1.5)}
     for name, how, low, high in (("frequency", frequency, 0.2, 1.2),
                                  ("initial_phase", initial_phase, -math.pi, math.pi)):

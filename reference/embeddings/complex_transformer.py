@@ -1,7 +1,8 @@
 """The complex-order embedding inside a complex-valued Transformer layer, with real logits and a real loss.
 
 Wang et al., "Encoding word order in complex embeddings", ICLR 2020, arXiv:1912.12333v2
-(Sec. 3.3: complex-valued Transformer). The model, per token:
+(the complex-valued Transformer of its experiments). The model, per token (equation
+labels are this module's and ``complex_layers``'):
 
     z0 = r exp(i (w pos + theta))                        (B, T, D) complex     Eq. (1)
     a  = ComplexAttention(z0)                             see complex_layers    Eq. (A1)/(A2)
