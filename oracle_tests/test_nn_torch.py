@@ -194,8 +194,8 @@ def _max_abs(name: str, key: str, got: np.ndarray, want: np.ndarray) -> float:
         return 0.0
     diff = np.abs(got - want)
     worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
-    assert diff[worst] <= TOL, (f"{name} {key} at {tuple(map(int, worst))}: torch {got[worst]!r}, "
-                                f"oracle {want[worst]!r} (max abs difference {diff[worst]:.3g} > {TOL:g})")
+    assert diff[worst] <= TOL, (f"{name} {key} at {tuple(map(int, worst))}: torch {got[worst].item()!r}, "
+                                f"oracle {want[worst].item()!r} (max abs difference {diff[worst]:.3g} > {TOL:g})")
     return float(diff[worst])
 
 
