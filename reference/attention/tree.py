@@ -11,6 +11,9 @@ are one sequence Z = [L; N] of T = N + M positions. Per head, with hierarchical 
     S = Q [K_L; K̂_N]^T / sqrt(Dh) + mu    mu: subtree mask (objectives.subtree_masking)      Eq. (5)
     O = softmax(S) [V_L; V̂_N],   Y = concat_heads(O) W_o + b_o
 
+Equation numbers are those of docs/mechanisms/attention.tree.md (the paper's own text could not be
+re-read to confirm its numbering; the definitions follow spec attention.md §2.4-2.5).
+
 Accumulating the affinities Q_N K_N^T of the node queries (as the authors' parent class
 ``MergeStackNodesOnAffinityValueAttention`` does on the score matrix, treating each query's scores
 as features) equals Q_N K̂_N^T, because H is linear in its two inputs for a fixed tree (spec §2.5);

@@ -5,12 +5,15 @@ node from the leaves and nodes of its subtree in three steps, all vectorised ove
 
 1. Interpolation F (+ hierarchical embeddings E): a tensor holding, for every node column j, the
    node vectors n_t (plus E[i, t]) in the rows of the leaves i of span j, and the leaf vector:
-       A[i, t] = 1[l_i ∈ R(x_t)] (n_t + E[i, t])                                     (Eq. 1, Eq. 4)
+       A[i, t] = 1[l_i ∈ R(x_t)] (n_t + E[i, t])                                     Eq. (1), (4)
 2. Upward cumulative average U along the path V^i_j from leaf i up to node j:
-       C[i, j] = l_i + Σ_t path[i, j, t] A[i, t]                                      (Eq. 2, sum)
-       Ŝ[i, j] = 1[l_i ∈ R(x_j)] C[i, j] / den[i, j],   den = |V^i_j| + 1 (paper)    (Eq. 2, average)
+       C[i, j] = l_i + Σ_t path[i, j, t] A[i, t]                                      Eq. (2), sum
+       Ŝ[i, j] = 1[l_i ∈ R(x_j)] C[i, j] / den[i, j],   den = |V^i_j| + 1 (paper)    Eq. (2), mean
 3. Weighted aggregation V with one scalar weight per leaf, w = L u_s:
-       n̂_j = Σ_i w_i Ŝ[i, j] / |L ∩ R(x_j)|                                          (Eq. 3)
+       n̂_j = Σ_i w_i Ŝ[i, j] / |L ∩ R(x_j)|                                          Eq. (3)
+
+Equation numbers are those of docs/mechanisms/attention.tree.md (the paper's text was not
+available to check its numbering; the definitions follow the specification, spec §2.4).
 
 Axes: B batch, H heads, N leaves, M nodes, Dh head width. ``path`` (B, N, M, M) is static (see
 attention.tree_input): the sum over the path is one batched matmul, ``path @ A``, no loop.

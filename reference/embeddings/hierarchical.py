@@ -2,12 +2,13 @@
 
 For a leaf i inside the span of node j, the paper builds one vector from two learned tables,
 
-    E[i, j] = [ e^v_{|V^i_j|} ; e^h_{|H^i_j|} ]      if l_i ∈ R(x_j),   0 otherwise      (Eq. 4 of §3.1)
+    E[i, j] = [ e^v_{|V^i_j|} ; e^h_{|H^i_j|} ]      if l_i ∈ R(x_j),   0 otherwise      Eq. (4)
 
 where V^i_j is the set of nodes on the path from leaf i up to node j (both ends included) and
 H^i_j the set of leaves of node j that lie left of leaf i or are leaf i. The vector has the width
 of one attention head and is shared by all heads; it is added to the interpolated node states
-before the upward cumulative average (attention.tree).
+before the upward cumulative average (attention.tree). Equation numbers follow the docs pages;
+the paper's own text and numbering could not be re-read (see the docs page).
 
 Axes: B batch, N leaves, M nodes, W table width (half a head), Dh = 2 W.
 Symbols → names: e^v → ``e_vertical`` (rows for |V| = 1, 2, …), e^h → ``e_horizontal`` (rows
