@@ -70,10 +70,13 @@ def test_layer_norm_normalises(b, t, n, seed, eps, shift) -> None:
     ones, zeros = _arr(xp, np.ones(n)), _arr(xp, np.zeros(n))
     y = to_numpy(layer_norm_forward(_arr(xp, x), ones, zeros, eps=eps)[0])
     var = x.var(axis=-1)
-    assert np.max(np.abs(y.mean(axis=-1))) <= 1e-13 * max(1.0, abs(shift)), f"mean {y.mean(axis=-1)}"
+    # Centring cancels: rounding error of (x - mu) / std grows like eps * |x| / std (the row's conditioning).
+    cond = 1.0 + np.max(np.abs(x), axis=-1) / np.sqrt(var + eps)
+    mean_err = np.abs(y.mean(axis=-1))
+    assert np.all(mean_err <= 1e-14 * cond), f"mean {y.mean(axis=-1)}, conditioning {cond}"
     expected_var = var / (var + eps)
-    assert np.max(np.abs(y.var(axis=-1) - expected_var)) <= 1e-12, (
-        f"variance {y.var(axis=-1)}, expected var/(var+eps) = {expected_var}")
+    var_err = np.abs(y.var(axis=-1) - expected_var)
+    assert np.all(var_err <= 1e-14 * cond), f"variance {y.var(axis=-1)}, expected var/(var+eps) = {expected_var}"
 
 
 def _dot(a, b) -> float:
@@ -99,26 +102,31 @@ def test_linear_backward_is_the_adjoint(backend, b, t, d_in, d_out, seed) -> Non
 
 
 @SETTINGS
-@given(b=batch, t=seq, n=st.integers(2, 7), seed=seeds)
-def test_layer_norm_backward_is_the_adjoint(b, t, n, seed) -> None:
-    """The VJP identity against a JVP by Richardson differences along a random direction (all three inputs)."""
+@given(b=batch, t=seq, n=st.integers(1, 7), seed=seeds, eps=st.sampled_from([1e-12, 1e-5]))
+def test_layer_norm_backward_is_the_adjoint(b, t, n, seed, eps) -> None:
+    """The VJP identity against the forward-mode derivative, derived independently of the backward:
+
+    c = x - mean x, s = (mean c^2 + eps)^(-1/2), xhat = c s  gives
+    d xhat = s (dc - xhat mean(xhat dc)),   dy = dgamma xhat + gamma d xhat + dbeta.
+    (A finite-difference JVP is not used: layer norm of two nearly equal values is too steep.)
+    """
     xp = namespace("numpy")
     rng = np.random.default_rng(seed)
     x, gamma, beta = rng.standard_normal((b, t, n)), 1 + 0.1 * rng.standard_normal(n), rng.standard_normal(n)
     vx, vg, vb = rng.standard_normal((b, t, n)), rng.standard_normal(n), rng.standard_normal(n)
     dy = rng.standard_normal((b, t, n))
-
-    def f(s):
-        return to_numpy(layer_norm_forward(_arr(xp, x + s * vx), _arr(xp, gamma + s * vg), _arr(xp, beta + s * vb))[0])
-
-    h = 1e-4
-    jvp = (4 * (f(h / 2) - f(-h / 2)) / h - (f(h) - f(-h)) / (2 * h)) / 3
-    _, cache = layer_norm_forward(_arr(xp, x), _arr(xp, gamma), _arr(xp, beta))
+    c = x - x.mean(-1, keepdims=True)
+    inv = 1.0 / np.sqrt((c * c).mean(-1, keepdims=True) + eps)
+    xhat = c * inv
+    dc = vx - vx.mean(-1, keepdims=True)
+    dxhat = inv * (dc - xhat * (xhat * dc).mean(-1, keepdims=True))
+    jvp = vg * xhat + gamma * dxhat + vb
+    _, cache = layer_norm_forward(_arr(xp, x), _arr(xp, gamma), _arr(xp, beta), eps=eps)
     gx, grads = layer_norm_backward(_arr(xp, dy), cache)
     lhs = float(np.sum(dy * jvp))
     rhs = _dot(vx, gx) + _dot(vg, grads["gamma"]) + _dot(vb, grads["beta"])
-    magnitude = float(np.sum(np.abs(dy * jvp)))  # the sum's own size (layer norm of 2 close values is steep)
-    assert abs(lhs - rhs) <= 1e-8 * max(1.0, magnitude), f"<dy, J v> = {lhs!r}, <J^T dy, v> = {rhs!r}"
+    magnitude = float(np.sum(np.abs(dy * jvp)) + np.sum(np.abs(vx * to_numpy(gx))))  # the sums' own size
+    assert abs(lhs - rhs) <= 1e-13 * max(1.0, magnitude), f"<dy, J v> = {lhs!r}, <J^T dy, v> = {rhs!r}"
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
