@@ -371,6 +371,17 @@ def test_malformed_tree(text, match):
         parse_tree(text)
 
 
+@pytest.mark.parametrize("fields, match", [
+    ({"parent": (1, 0)}, "root"), ({"parent": (1, 2, 1, -1), "labels": ("A", "B", "C", "S"), "spans": ((0, 1),) * 4}, "cycle"),
+    ({"spans": ((0, 0), (0, 1))}, "has span"), ({"leaf_parent": (0, 5)}, "leaf_parent"),
+])
+def test_inconsistent_hand_made_tree(fields, match):
+    good = dict(leaves=("a", "b"), labels=("A", "S"), parent=(1, -1), leaf_parent=(0, 0), spans=((0, 1), (0, 1)))
+    batch_trees([Tree(**good)], xp=namespace("numpy"))  # the unchanged tree is fine
+    with pytest.raises(ValueError, match=match):
+        batch_trees([Tree(**{**good, **fields})], xp=namespace("numpy"))
+
+
 def test_tree_must_be_a_string():
     with pytest.raises(TypeError, match="bracketed string"):
         parse_tree(["S", "a"])

@@ -169,6 +169,28 @@ def parse_tree(text: str, *, collapse: bool = False) -> Tree:
     return Tree(tuple(leaves), tuple(labels), tuple(parent), tuple(leaf_parent), tuple(spans))
 
 
+def _check_tree(t: Tree, name: str) -> None:
+    """A hand-made Tree must be a tree: consistent lengths, one root, no cycle, spans that match the leaves."""
+    if t.n == 0 or t.m == 0:
+        raise ValueError(f"{name} must have at least one leaf and one node, got n={t.n}, m={t.m}")
+    if len(t.parent) != t.m or len(t.spans) != t.m or len(t.leaf_parent) != t.n:
+        raise ValueError(f"{name}: labels, parent and spans must have length m={t.m} and leaf_parent length n={t.n}")
+    if any(not -1 <= p < t.m for p in t.parent) or any(not 0 <= p < t.m for p in t.leaf_parent):
+        raise ValueError(f"{name}: parent must lie in [-1, {t.m}) and leaf_parent in [0, {t.m})")
+    if sum(p < 0 for p in t.parent) != 1:
+        raise ValueError(f"{name} must have exactly one root (parent -1), got {sum(p < 0 for p in t.parent)}")
+    for j in range(t.m):
+        k, steps = j, 0
+        while t.parent[k] >= 0:
+            k, steps = t.parent[k], steps + 1
+            if steps > t.m:
+                raise ValueError(f"{name}: the parent links of node {j} form a cycle")
+    for j in range(t.m):
+        inside = [i for i in range(t.n) if j in t.ancestors(t.leaf_parent[i])]
+        if not inside or (inside[0], inside[-1]) != tuple(t.spans[j]) or len(inside) != inside[-1] - inside[0] + 1:
+            raise ValueError(f"{name}: node {j} ({t.labels[j]}) has span {t.spans[j]} but its leaves are {inside}")
+
+
 class TreeBatch(NamedTuple):
     """Static incidence tensors of a padded batch of trees (see the module docstring)."""
 
@@ -191,6 +213,7 @@ def batch_trees(trees: Sequence[Tree | str], *, xp, collapse: bool = False) -> T
     for k, t in enumerate(trees):
         if not isinstance(t, Tree):
             raise TypeError(f"trees[{k}] must be a Tree or a bracket string, got {type(t).__name__}")
+        _check_tree(t, f"trees[{k}]")
     n = max(t.n for t in trees)
     m = max(t.m for t in trees)
     fields: dict[str, list] = {f: [] for f in TreeBatch._fields}
