@@ -29,9 +29,9 @@ def test_every_element_numpy():
     assert report.passed, report.table()
 
 
-def test_elements_array_api_strict():  # every element of the inputs, 24 of each weight matrix
+def test_elements_array_api_strict():  # 12 elements of each tensor
     report = check_mechanism(get("objectives.subtree_masking"), backend="array_api_strict", mode="full",
-                             max_elements=24)
+                             max_elements=12)
     assert report.passed, report.table()
 
 
