@@ -101,7 +101,7 @@ class ElectraCache(NamedTuple):
     disc_weight: float
 
 
-def _network(params: dict[str, Any], prefix: str) -> dict[str, Any]:
+def network_params(params: dict[str, Any], prefix: str) -> dict[str, Any]:
     """The shared embeddings plus one network's own encoder keys, named as text_encoder expects."""
     own = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
     return {"tok": params["tok"], "pos": params["pos"], "ln_gamma": params["emb_ln_gamma"],
@@ -146,8 +146,8 @@ def electra_forward(ids: Any, pad: Any, masked: Any, generator_ids: Any, gumbel:
         raise ValueError(f"temperature must be positive, got {temperature}")
 
     # Generator: masked LM over the shared embeddings, output projection tied to tok.   Eq. (1), (2)
-    h_gen, gen_encoder = text_encoder_forward(generator_ids, pad, _network(params, "gen_"), n_heads=n_heads_gen,
-                                              n_layers=n_layers, dropout=gen_dropout,
+    h_gen, gen_encoder = text_encoder_forward(generator_ids, pad, network_params(params, "gen_"),
+                                              n_heads=n_heads_gen, n_layers=n_layers, dropout=gen_dropout,
                                               activation="gelu_tanh")  # (B, T, Hg)
     head = {k: params["gen_head_" + k] if k != "out_bias" else params["gen_out_bias"] for k in GEN_HEAD_KEYS}
     gen_logits, gen_head = mlm_head_forward(h_gen, head, params["tok"], activation="gelu_tanh")  # (B, T, V)
@@ -158,8 +158,8 @@ def electra_forward(ids: Any, pad: Any, masked: Any, generator_ids: Any, gumbel:
     sampled, corrupted, labels = sample_replacements(gen_logits, gumbel, ids, masked, temperature=temperature)
 
     # Discriminator: per-token replaced / original score.                                Eq. (3), (4)
-    h_disc, disc_encoder = text_encoder_forward(corrupted, pad, _network(params, "disc_"), n_heads=n_heads_disc,
-                                                n_layers=n_layers, dropout=disc_dropout,
+    h_disc, disc_encoder = text_encoder_forward(corrupted, pad, network_params(params, "disc_"),
+                                                n_heads=n_heads_disc, n_layers=n_layers, dropout=disc_dropout,
                                                 activation="gelu_tanh")  # (B, T, Hd)
     u, disc_head = linear_forward(h_disc, params["disc_head_w"], params["disc_head_b"])  # (B, T, Hd)
     a, disc_act = activation_forward(u, "gelu_tanh")

@@ -16,11 +16,12 @@ import numpy as np
 
 from ..backend import from_numpy, to_numpy
 from ..nn.linear import init_linear
-from ..nn.mlm_head import init_mlm_head
-from ..nn.text_encoder import init_text_encoder
+from ..nn.mlm_head import init_mlm_head, mlm_head_forward
+from ..nn.text_encoder import init_text_encoder, text_encoder_forward
 from ..random import generator
 from ..registry import Case, Mechanism, register
-from .electra import electra_backward, electra_forward, sample_electra_masking, sample_gumbel
+from .electra import (GEN_HEAD_KEYS, electra_backward, electra_forward, network_params, sample_electra_masking,
+                      sample_gumbel)
 
 PAD, CLS, SEP, MASK = 0, 1, 2, 3
 B, T, V, E, HG, HD, FG, FD = 2, 5, 7, 4, 3, 4, 5, 6
@@ -42,15 +43,19 @@ def init_electra(rng, *, vocab: int, n_positions: int, width: int, d_gen: int, d
                    "gen_head_ln_beta": head["ln_beta"], "gen_out_bias": head["out_bias"]})
     dense = init_linear(rng, d_disc, d_disc, xp=xp, dtype=dtype)
     cls = init_linear(rng, d_disc, 1, xp=xp, dtype=dtype)
-    params.update({"disc_head_w": dense["w"], "disc_head_b": dense["b"], "disc_cls_w": cls["w"], "disc_cls_b": cls["b"]})
+    params.update({"disc_head_w": dense["w"], "disc_head_b": dense["b"],
+                   "disc_cls_w": cls["w"], "disc_cls_b": cls["b"]})
     return params
 
 
 def noisy_gap(case: Case) -> float:
     """The smallest gap between the best and second-best Gumbel-perturbed logit over masked positions."""
-    out, cache = forward(case)
-    logits = to_numpy(cache.gen_head.z) @ to_numpy(case.params["tok"]).T + to_numpy(case.params["gen_out_bias"])
-    noisy = logits / case.static["temperature"] + to_numpy(case.static["gumbel"])
+    p, s = case.params, case.static
+    h, _ = text_encoder_forward(s["generator_ids"], s["pad"], network_params(p, "gen_"), n_heads=HEADS_GEN,
+                                activation="gelu_tanh")  # the generator only: (B, T, Hg)
+    head = {k: p["gen_head_" + k] if k != "out_bias" else p["gen_out_bias"] for k in GEN_HEAD_KEYS}
+    logits, _ = mlm_head_forward(h, head, p["tok"], activation="gelu_tanh")  # (B, T, V)
+    noisy = to_numpy(logits) / s["temperature"] + to_numpy(s["gumbel"])
     top = np.sort(noisy, axis=-1)
     gaps = (top[..., -1] - top[..., -2])[to_numpy(case.static["masked"])]
     return float(np.min(gaps))
