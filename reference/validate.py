@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 from .backend import array_namespace
 
-__all__ = ["require_float", "require_int", "require_bool", "require_shape", "require_finite", "require_index_range"]
+__all__ = ["require_float", "require_int", "require_bool", "require_shape", "require_finite", "require_index_range",
+           "require_broadcastable"]
 
 
 def _xp(x: Any, name: str):
@@ -76,3 +77,12 @@ def require_index_range(name: str, x: Any, upper: int) -> None:
     require_int(name, x)
     if x.size and (bool(xp.any(x < 0)) or bool(xp.any(x >= upper))):
         raise ValueError(f"{name} must lie in [0, {upper}), got values in [{int(xp.min(x))}, {int(xp.max(x))}]")
+
+
+def require_broadcastable(name: str, x: Any, axes: Sequence[str], target: Sequence[int]) -> None:
+    """``x`` must broadcast to ``target`` (NumPy rules: trailing axes equal or 1, no more axes than target)."""
+    shape, target = tuple(x.shape), tuple(target)
+    ok = len(shape) <= len(target) and all(s in (1, t) for s, t in zip(shape[::-1], target[::-1]))
+    if not ok:
+        want = ", ".join(str(t) for t in target)
+        raise ValueError(f"{name} must broadcast to ({', '.join(axes)}) = ({want}), got {shape}")

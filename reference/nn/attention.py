@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 from ..backend import MASKED_SCORE, array_namespace, sum_to_shape
 from ..random import dropout_mask, generator, normal
 from ..registry import Case, Mechanism, register
-from ..validate import require_bool, require_float, require_shape
+from ..validate import require_bool, require_broadcastable, require_finite, require_float, require_shape
 from ._example import B, D, H, S, T
 from .linear import LinearCache, init_linear, linear_backward, linear_forward
 from .softmax import SoftmaxCache, softmax_backward, softmax_forward
@@ -69,17 +69,25 @@ def sdpa_forward(q: Any, k: Any, v: Any, *, mask: Any | None = None, bias: Any |
     xp = array_namespace(q, k, v)
     for name, a in (("q", q), ("k", k), ("v", v)):
         require_float(name, a)
+        require_finite(name, a)
     if k.shape[-1] != q.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise ValueError(f"k must have shape (..., S, {q.shape[-1]}) and v (..., S, Dv) with the same S; "
                          f"got k {tuple(k.shape)}, v {tuple(v.shape)}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = xp.matmul(q, xp.matrix_transpose(k)) * scale  # (..., T, S)
+    axes = (["B", "H"] if scores.ndim == 4 else [f"lead{i}" for i in range(scores.ndim - 2)]) + ["T", "S"]
     if bias is not None:
         require_float("bias", bias)
+        require_finite("bias", bias)
+        require_broadcastable("bias", bias, axes, scores.shape)
         scores = scores + bias
     if mask is not None:
         require_bool("mask", mask)
+        require_broadcastable("mask", mask, axes, scores.shape)
         scores = xp.where(mask, scores, xp.asarray(MASKED_SCORE, dtype=scores.dtype))
+    if dropout_mask is not None:
+        require_float("dropout_mask", dropout_mask)
+        require_broadcastable("dropout_mask", dropout_mask, axes, scores.shape)
     p, softmax_cache = softmax_forward(scores, axis=-1)  # (..., T, S)
     p_dropped = p if dropout_mask is None else p * dropout_mask
     out = xp.matmul(p_dropped, v)  # (..., T, Dv)

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from ..backend import array_namespace
 from ..random import generator, normal
 from ..registry import Case, Mechanism, register
-from ..validate import require_float, require_shape
+from ..validate import require_finite, require_float, require_shape
 from ._example import B, T
 
 PADDINGS = ("causal", "centred")
@@ -59,6 +59,8 @@ def depthwise_conv1d_forward(x: Any, w: Any, bias: Any | None = None, *,
     require_float("x", x)
     require_shape("x", x, ["batch", "seq", "channels"], [None, None, None])
     require_shape("w", w, ["channels", "kernel"], [x.shape[2], None])
+    require_finite("x", x)
+    require_finite("w", w)
     t, k = x.shape[1], w.shape[1]
     left = left_padding(k, padding)
     x_padded = pad_sequence(x, left, k - 1 - left)  # (B, T + K - 1, C)

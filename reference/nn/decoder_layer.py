@@ -42,6 +42,11 @@ def decoder_layer_forward(x: Any, s: Any, params: dict[str, Any], *, n_heads: in
                           cross_mask: Any | None = None, activation: str = "gelu",
                           eps: float = 1e-5) -> tuple[Any, DecoderLayerCache]:
     """x (B, T, D) targets, s (B, S, D) encoder states; self_mask (T, T) or broadcastable, usually causal."""
+    needed = [p + n for p in ("self_", "cross_") for n in ATTENTION_PARAMS] + list(FFN_PARAMS) + [
+        f"ln{i}_{n}" for i in (1, 2, 3) for n in ("gamma", "beta")]
+    missing = [name for name in needed if name not in params]
+    if missing:
+        raise ValueError(f"params is missing {missing}")
     a, self_cache = mha_forward(x, x, _sub(params, "self_"), n_heads=n_heads, mask=self_mask)  # (B, T, D)
     h1, ln1 = layer_norm_forward(x + a, params["ln1_gamma"], params["ln1_beta"], eps=eps)
     c, cross_cache = mha_forward(h1, s, _sub(params, "cross_"), n_heads=n_heads, mask=cross_mask)  # (B, T, D)

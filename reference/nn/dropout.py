@@ -11,7 +11,7 @@ from typing import Any
 from ..backend import array_namespace
 from ..random import dropout_mask, generator, normal
 from ..registry import Case, Mechanism, register
-from ..validate import require_float, require_shape
+from ..validate import require_broadcastable, require_finite, require_float, require_shape
 from ._example import B, D, T
 
 sample_dropout_mask = dropout_mask
@@ -20,11 +20,11 @@ sample_dropout_mask = dropout_mask
 def dropout_forward(x: Any, mask: Any | None) -> tuple[Any, Any]:
     """``mask`` broadcastable to x's shape, or None for no dropout."""
     require_float("x", x)
+    require_finite("x", x)
     if mask is None:
         return x, None
     require_float("mask", mask)
-    if mask.ndim > x.ndim:
-        raise ValueError(f"mask must broadcast to x's shape {tuple(x.shape)}, got {tuple(mask.shape)}")
+    require_broadcastable("mask", mask, [f"x axis {i}" for i in range(x.ndim)], x.shape)
     return x * mask, mask
 
 

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from ..backend import array_namespace, scatter_add
 from ..random import generator, integers, normal
 from ..registry import Case, Mechanism, register
-from ..validate import require_float, require_index_range
+from ..validate import require_finite, require_float, require_index_range
 from ._example import B, D, T, V
 
 
@@ -24,6 +24,7 @@ def embedding_forward(ids: Any, table: Any) -> tuple[Any, EmbeddingCache]:
     """ids (...,) integers in [0, V); table (V, E). Returns (..., E)."""
     xp = array_namespace(table)
     require_float("table", table)
+    require_finite("table", table)
     if table.ndim != 2:
         raise ValueError(f"table must have shape (vocab, dim), got {tuple(table.shape)}")
     require_index_range("ids", ids, table.shape[0])

@@ -44,6 +44,9 @@ def encoder_layer_forward(x: Any, params: dict[str, Any], *, n_heads: int, mask:
                           dropout: dict[str, Any] | None = None) -> tuple[Any, EncoderLayerCache]:
     """x (B, T, D). dropout: optional masks keyed "attn_probs", "attn", "ffn_inner", "ffn"."""
     dropout = dropout or {}
+    missing = [name for name in ATTENTION_PARAMS + FFN_PARAMS + LN_PARAMS if name not in params]
+    if missing:
+        raise ValueError(f"params is missing {missing}")
     a, attention = mha_forward(x, x, {k: params[k] for k in ATTENTION_PARAMS}, n_heads=n_heads, mask=mask,
                                dropout_mask=dropout.get("attn_probs"))  # (B, T, D)
     drop_attn = dropout.get("attn")

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from ..backend import array_namespace, erf
 from ..random import generator, normal
 from ..registry import Case, Mechanism, register
-from ..validate import require_float
+from ..validate import require_finite, require_float
 from ._example import B, D, T
 
 _TANH_COEFF = 0.044715
@@ -34,6 +34,7 @@ def activation_forward(x: Any, kind: str = "gelu") -> tuple[Any, ActivationCache
     """``kind``: "gelu" (exact), "gelu_tanh" or "relu"."""
     xp = array_namespace(x)
     require_float("x", x)
+    require_finite("x", x)
     if kind == "gelu":
         y = 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
     elif kind == "gelu_tanh":

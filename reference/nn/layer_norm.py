@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from ..backend import array_namespace
 from ..random import generator, normal
 from ..registry import Case, Mechanism, register
-from ..validate import require_float, require_shape
+from ..validate import require_finite, require_float, require_shape
 from ._example import B, D, T
 
 
@@ -31,6 +31,8 @@ def layer_norm_forward(x: Any, gamma: Any, beta: Any, *, eps: float = 1e-5) -> t
     require_float("x", x)
     require_shape("gamma", gamma, ["d_model"], [x.shape[-1]])
     require_shape("beta", beta, ["d_model"], [x.shape[-1]])
+    for name, a in (("x", x), ("gamma", gamma), ("beta", beta)):
+        require_finite(name, a)
     mu = xp.mean(x, axis=-1, keepdims=True)  # (..., 1)
     centred = x - mu
     var = xp.mean(centred * centred, axis=-1, keepdims=True)  # (..., 1)

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from ..backend import array_namespace
 from ..random import generator, normal
 from ..registry import Case, Mechanism, register
-from ..validate import require_float, require_shape
+from ..validate import require_finite, require_float, require_shape
 
 
 class LinearCache(NamedTuple):
@@ -29,12 +29,15 @@ def linear_forward(x: Any, w: Any, b: Any | None = None) -> tuple[Any, LinearCac
     xp = array_namespace(x, w)
     require_float("x", x)
     require_float("w", w)
+    require_finite("x", x)
+    require_finite("w", w)
     if w.ndim != 2:
         raise ValueError(f"w must have shape (d_in, d_out), got {tuple(w.shape)}")
     require_shape("x", x, ["...", "d_in"], [None, w.shape[0]])
     y = xp.matmul(x, w)  # (..., O)
     if b is not None:
         require_shape("b", b, ["d_out"], [w.shape[1]])
+        require_finite("b", b)
         y = y + b
     return y, LinearCache(x, w, b is not None)
 

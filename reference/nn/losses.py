@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from ..backend import array_namespace, one_hot
 from ..random import generator, integers, normal, uniform
 from ..registry import Case, Mechanism, register
-from ..validate import require_float, require_int
+from ..validate import require_finite, require_float, require_int
 from ._example import B, T, V
 from .softmax import log_softmax_forward
 
@@ -41,6 +41,7 @@ def cross_entropy_forward(logits: Any, targets: Any, *,
     """Mean cross-entropy over targets != ignore_index; logits (..., V), targets (...)."""
     xp = array_namespace(logits, targets)
     require_float("logits", logits)
+    require_finite("logits", logits)
     require_int("targets", targets)
     if tuple(targets.shape) != tuple(logits.shape[:-1]):
         raise ValueError(f"targets must have shape {tuple(logits.shape[:-1])} (logits without the class axis), "
@@ -82,6 +83,8 @@ def sigmoid_bce_forward(logits: Any, targets: Any, weights: Any | None = None) -
     xp = array_namespace(logits, targets)
     require_float("logits", logits)
     require_float("targets", targets)
+    require_finite("logits", logits)
+    require_finite("targets", targets)
     if tuple(targets.shape) != tuple(logits.shape):
         raise ValueError(f"targets must have the logits' shape {tuple(logits.shape)}, got {tuple(targets.shape)}")
     weights = xp.ones_like(logits) if weights is None else weights

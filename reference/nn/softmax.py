@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from ..backend import array_namespace
 from ..random import generator, normal
 from ..registry import Case, Mechanism, register
-from ..validate import require_float
+from ..validate import require_finite, require_float
 from ._example import B, D, T
 
 
@@ -28,6 +28,7 @@ class SoftmaxCache(NamedTuple):
 def softmax_forward(z: Any, *, axis: int = -1) -> tuple[Any, SoftmaxCache]:
     xp = array_namespace(z)
     require_float("z", z)
+    require_finite("z", z)
     shifted = z - xp.max(z, axis=axis, keepdims=True)
     e = xp.exp(shifted)
     p = e / xp.sum(e, axis=axis, keepdims=True)
@@ -51,6 +52,7 @@ def logsumexp(z: Any, *, axis: int = -1, keepdims: bool = False) -> Any:
 def log_softmax_forward(z: Any, *, axis: int = -1) -> tuple[Any, SoftmaxCache]:
     xp = array_namespace(z)
     require_float("z", z)
+    require_finite("z", z)
     log_p = z - logsumexp(z, axis=axis, keepdims=True)
     return log_p, SoftmaxCache(xp.exp(log_p), axis)
 
