@@ -120,10 +120,10 @@ def paper_hop_forward(c: Any, adjacency: Any, params: dict[str, Any], *, n_heads
     q, q_proj = linear_forward(c, params["w_hq"], params["b_hq"])  # (N, D)
     k, k_proj = linear_forward(c, params["w_hk"], params["b_hk"])  # (N, D)
     v, v_proj = linear_forward(c, params["w_hv"], params["b_hv"])  # (N, D)
-    heads, attention = sdpa_forward(split_heads(q[None], n_heads), split_heads(k[None], n_heads),
-                                    split_heads(v[None], n_heads), mask=adjacency[None, None])  # (1, H, N, Dh)
+    heads, attention = sdpa_forward(split_heads(q[None, ...], n_heads), split_heads(k[None, ...], n_heads),
+                                    split_heads(v[None, ...], n_heads), mask=adjacency[None, None, ...])  # (1, H, N, Dh)
     has_in = xp.astype(xp.any(adjacency, axis=1), c.dtype)[:, None]  # (N, 1)
-    hhat = merge_heads(heads)[0] * has_in  # (N, D) zero message without neighbours
+    hhat = merge_heads(heads)[0, ...] * has_in  # (N, D) zero message without neighbours
     out, combine = linear_forward(xp.concat([c, hhat], axis=-1), params["w_comb"], params["b_comb"])  # (N, D)
     return out, PaperHopCache(q_proj, k_proj, v_proj, attention, has_in, combine, n_heads)
 
@@ -132,10 +132,10 @@ def paper_hop_backward(dout: Any, cache: PaperHopCache) -> tuple[Any, dict[str, 
     dcat, grads_comb = linear_backward(dout, cache.combine)  # (N, 2D)
     d = dcat.shape[-1] // 2
     dc, dhhat = dcat[:, :d], dcat[:, d:] * cache.has_in  # (N, D) each
-    dq, dk, dv, _ = sdpa_backward(split_heads(dhhat[None], cache.n_heads), cache.attention)  # (1, H, N, Dh)
+    dq, dk, dv, _ = sdpa_backward(split_heads(dhhat[None, ...], cache.n_heads), cache.attention)  # (1, H, N, Dh)
     grads = {"w_comb": grads_comb["w"], "b_comb": grads_comb["b"]}
     for name, dproj, proj in (("q", dq, cache.q_proj), ("k", dk, cache.k_proj), ("v", dv, cache.v_proj)):
-        dc_proj, g = linear_backward(merge_heads(dproj)[0], proj)  # (N, D)
+        dc_proj, g = linear_backward(merge_heads(dproj)[0, ...], proj)  # (N, D)
         dc = dc + dc_proj
         grads[f"w_h{name}"], grads[f"b_h{name}"] = g["w"], g["b"]
     return dc, grads
@@ -158,7 +158,7 @@ def gat_hop_forward(c: Any, adjacency: Any, params: dict[str, Any], *, n_heads: 
     s_r = xp.sum(f * a_r[:, None, :], axis=-1)  # (H, N) destination score
     s = s_l[:, None, :] + s_r[:, :, None]  # (H, N_dst, N_src)
     e = xp.where(s > 0, s, LEAKY_SLOPE * s)
-    scores = xp.where(adjacency[None], e, xp.asarray(MASKED_SCORE, dtype=c.dtype))  # (H, N, N)
+    scores = xp.where(adjacency[None, ...], e, xp.asarray(MASKED_SCORE, dtype=c.dtype))  # (H, N, N)
     alpha, softmax = softmax_forward(scores, axis=-1)  # (H, N, N) over incoming edges
     has_in = xp.astype(xp.any(adjacency, axis=1), c.dtype)[None, :, None]  # (1, N, 1)
     m = xp.matmul(alpha, f) * has_in  # (H, N, Dh)
@@ -181,7 +181,7 @@ def gat_hop_backward(dout: Any, cache: GATHopCache) -> tuple[Any, dict[str, Any]
     alpha = softmax.p
     dalpha = xp.matmul(dm, xp.matrix_transpose(f))  # (H, N_dst, N_src)
     df = xp.matmul(xp.matrix_transpose(alpha), dm)  # (H, N_src, Dh) aggregation path
-    de = xp.where(adjacency[None], softmax_backward(dalpha, softmax), xp.zeros_like(dalpha))  # (H, N, N)
+    de = xp.where(adjacency[None, ...], softmax_backward(dalpha, softmax), xp.zeros_like(dalpha))  # (H, N, N)
     ds = de * xp.where(s > 0, xp.ones_like(s), xp.full_like(s, LEAKY_SLOPE))  # LeakyReLU'
     ds_l = xp.sum(ds, axis=1)  # (H, N) over destinations
     ds_r = xp.sum(ds, axis=2)  # (H, N) over sources
@@ -219,5 +219,5 @@ def hop_margins(c: Any, adjacency: Any, params: dict[str, Any], *, n_heads: int)
     xp = array_namespace(c)
     _, cache = gat_hop_forward(c, adjacency, params, n_heads=n_heads)
     big = float(xp.max(xp.abs(cache.s))) + 1.0
-    on_edges = xp.where(adjacency[None], xp.abs(cache.s), xp.full_like(cache.s, big))  # (H, N, N)
+    on_edges = xp.where(adjacency[None, ...], xp.abs(cache.s), xp.full_like(cache.s, big))  # (H, N, N)
     return float(min(float(xp.min(on_edges)), float(xp.min(xp.abs(cache.pre)))))

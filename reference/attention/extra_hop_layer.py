@@ -151,7 +151,7 @@ def node_head_backward(ds: Any, dloss: Any, cache: NodeHeadCache, seq_len: int) 
     """Gradients for the logits' and the loss's cotangents; returns dy (N, T, D) and {w_node, b_node}."""
     xp = array_namespace(ds)
     if cache.kind == "softmax":
-        ds = ds + cross_entropy_backward(dloss, cache.loss)[0]  # (N,)
+        ds = ds + cross_entropy_backward(dloss, cache.loss)[0, ...]  # (N,)
     else:
         ds = ds + sigmoid_bce_backward(dloss, cache.loss)  # (N,)
     dfirst = ds[:, None] * xp.reshape(cache.w_node, (1, -1))  # (N, D)
