@@ -126,8 +126,14 @@ def sample_replacements(gen_logits: Any, gumbel: Any, ids: Any, masked: Any, *,
 def electra_forward(ids: Any, pad: Any, masked: Any, generator_ids: Any, gumbel: Any, params: dict[str, Any], *,
                     n_heads_gen: int, n_heads_disc: int, n_layers: int = 1, temperature: float = 1.0,
                     disc_weight: float = DISC_WEIGHT, gen_dropout: list | None = None,
-                    disc_dropout: list | None = None) -> tuple[ElectraOutputs, ElectraCache]:
-    """ids, generator_ids (B, T) int; pad, masked (B, T) bool; gumbel (B, T, V) float."""
+                    disc_dropout: list | None = None, activation: str = "gelu_tanh",
+                    gen_head_activation: str | None = None, eps: float = 1e-5) -> tuple[ElectraOutputs, ElectraCache]:
+    """ids, generator_ids (B, T) int; pad, masked (B, T) bool; gumbel (B, T, V) float.
+
+    ``activation`` is the hidden activation everywhere (the authors' tanh GELU by default);
+    ``gen_head_activation`` overrides it in the generator's head (HuggingFace hard-codes the exact
+    GELU there); ``eps`` is every layer norm's epsilon."""
+    gen_head_activation = gen_head_activation or activation
     xp = array_namespace(params["tok"])
     vocab = params["tok"].shape[0]
     require_index_range("ids", ids, vocab)
@@ -148,9 +154,10 @@ def electra_forward(ids: Any, pad: Any, masked: Any, generator_ids: Any, gumbel:
     # Generator: masked LM over the shared embeddings, output projection tied to tok.   Eq. (1), (2)
     h_gen, gen_encoder = text_encoder_forward(generator_ids, pad, network_params(params, "gen_"),
                                               n_heads=n_heads_gen, n_layers=n_layers, dropout=gen_dropout,
-                                              activation="gelu_tanh")  # (B, T, Hg)
+                                              activation=activation, eps=eps)  # (B, T, Hg)
     head = {k: params["gen_head_" + k] if k != "out_bias" else params["gen_out_bias"] for k in GEN_HEAD_KEYS}
-    gen_logits, gen_head = mlm_head_forward(h_gen, head, params["tok"], activation="gelu_tanh")  # (B, T, V)
+    gen_logits, gen_head = mlm_head_forward(h_gen, head, params["tok"], activation=gen_head_activation,
+                                            eps=eps)  # (B, T, V)
     targets = xp.where(masked, ids, xp.full_like(ids, IGNORE_INDEX))  # (B, T)
     mlm_loss, mlm = cross_entropy_forward(gen_logits, targets)
 
@@ -160,9 +167,9 @@ def electra_forward(ids: Any, pad: Any, masked: Any, generator_ids: Any, gumbel:
     # Discriminator: per-token replaced / original score.                                Eq. (3), (4)
     h_disc, disc_encoder = text_encoder_forward(corrupted, pad, network_params(params, "disc_"),
                                                 n_heads=n_heads_disc, n_layers=n_layers, dropout=disc_dropout,
-                                                activation="gelu_tanh")  # (B, T, Hd)
+                                                activation=activation, eps=eps)  # (B, T, Hd)
     u, disc_head = linear_forward(h_disc, params["disc_head_w"], params["disc_head_b"])  # (B, T, Hd)
-    a, disc_act = activation_forward(u, "gelu_tanh")
+    a, disc_act = activation_forward(u, activation)
     s, disc_cls = linear_forward(a, params["disc_cls_w"], params["disc_cls_b"])  # (B, T, 1)
     scores = s[..., 0]  # (B, T)
     disc_loss, disc = sigmoid_bce_forward(scores, xp.astype(labels, scores.dtype), xp.astype(pad, scores.dtype))
