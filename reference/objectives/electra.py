@@ -9,21 +9,22 @@ Data construction (no gradient; ``sample_electra_masking``, ``sample_gumbel``):
         tokens (at least 1)                                           Sec. 2 / pretrain_helpers.mask
     x^masked_t = [MASK] with probability 0.85 for t in M, else x_t     (15% of M keep their token)
 
-Forward (one call; the sample is taken inside, from explicit Gumbel noise):
-    logits^G = MLMHead(Encoder_G(x^masked))                            (B, T, V)   Eq. (1)
-    L_MLM = mean_{t in M} -log softmax(logits^G_t)[x_t]                 Eq. (2) generator loss
+Forward (one call; the sample is taken inside, from explicit Gumbel noise). The anchors [p_G], [D],
+[L_MLM], [L_Disc], [combined loss] name the displayed equations of the paper's Sec. 2 by their content:
+    logits^G = MLMHead(Encoder_G(x^masked))                            (B, T, V)   [p_G]
+    L_MLM = mean_{t in M} -log softmax(logits^G_t)[x_t]                 [L_MLM]
     x̂_t = argmax_v (logits^G_t[v] / temperature + g_t[v]),  t in M     sample from softmax, Gumbel-max
     x^c_t = x̂_t for t in M, x_t elsewhere                               corrupted sequence
     y_t = 1 if x^c_t != x_t else 0  (a sample equal to the original counts as original)
-    s_t = w_2^T GELU(W_1 Encoder_D(x^c)_t + b_1) + b_2                  Eq. (3) D(x, t) = sigmoid(s_t)
-    L_Disc = mean_{t real} BCEWithLogits(s_t, y_t)                      Eq. (4) discriminator loss
-    L = L_MLM + lambda L_Disc,  lambda = 50                             Eq. (5)
+    s_t = w_2^T GELU(W_1 Encoder_D(x^c)_t + b_1) + b_2                  [D(x, t) = sigmoid(s_t)]
+    L_Disc = mean_{t real} BCEWithLogits(s_t, y_t)                      [L_Disc]
+    L = L_MLM + lambda L_Disc,  lambda = 50                             [combined loss]
 
 Backward:
     ds_t = lambda (sigmoid(s_t) - y_t) / n_real on real positions
     dlogits^G_t = (softmax(logits^G_t) - onehot(x_t)) / |M| on masked positions
-    No gradient flows through x̂ (the sample is discrete; the paper's Eq. (5)
-    does not back-propagate the discriminator loss through the generator).
+    No gradient flows through x̂ (the sample is discrete; the paper notes that the
+    discriminator loss is not back-propagated through the generator's sampling).
     Shared tables (Sec. 3.2, weight sharing): d tok = d tok[generator input]
     + d tok[generator output projection, tied] + d tok[discriminator input];
     d pos and the embedding layer norm sum the two networks' contributions.
@@ -151,7 +152,7 @@ def electra_forward(ids: Any, pad: Any, masked: Any, generator_ids: Any, gumbel:
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
 
-    # Generator: masked LM over the shared embeddings, output projection tied to tok.   Eq. (1), (2)
+    # Generator: masked LM over the shared embeddings, output projection tied to tok.   [p_G], [L_MLM]
     h_gen, gen_encoder = text_encoder_forward(generator_ids, pad, network_params(params, "gen_"),
                                               n_heads=n_heads_gen, n_layers=n_layers, dropout=gen_dropout,
                                               activation=activation, eps=eps)  # (B, T, Hg)
@@ -164,7 +165,7 @@ def electra_forward(ids: Any, pad: Any, masked: Any, generator_ids: Any, gumbel:
     # Sampling (static: no gradient through x̂) and the corrupted sequence with its labels.
     sampled, corrupted, labels = sample_replacements(gen_logits, gumbel, ids, masked, temperature=temperature)
 
-    # Discriminator: per-token replaced / original score.                                Eq. (3), (4)
+    # Discriminator: per-token replaced / original score.                                [D], [L_Disc]
     h_disc, disc_encoder = text_encoder_forward(corrupted, pad, network_params(params, "disc_"),
                                                 n_heads=n_heads_disc, n_layers=n_layers, dropout=disc_dropout,
                                                 activation=activation, eps=eps)  # (B, T, Hd)
@@ -174,7 +175,7 @@ def electra_forward(ids: Any, pad: Any, masked: Any, generator_ids: Any, gumbel:
     scores = s[..., 0]  # (B, T)
     disc_loss, disc = sigmoid_bce_forward(scores, xp.astype(labels, scores.dtype), xp.astype(pad, scores.dtype))
 
-    loss = mlm_loss + disc_weight * disc_loss  # Eq. (5)
+    loss = mlm_loss + disc_weight * disc_loss  # [combined loss]
     outputs = ElectraOutputs(loss, mlm_loss, disc_loss, sampled, corrupted, labels)
     return outputs, ElectraCache(gen_encoder, gen_head, mlm, disc_encoder, disc_head, disc_act, disc_cls, disc,
                                  disc_weight)
@@ -184,7 +185,7 @@ def electra_backward(dloss: Any, cache: ElectraCache, *, dmlm_loss: Any = 0.0,
                      ddisc_loss: Any = 0.0) -> dict[str, Any]:
     """Gradients of ``dloss * L + dmlm_loss * L_MLM + ddisc_loss * L_Disc`` for every parameter."""
     xp = array_namespace(dloss)
-    # Eq. (5): L = L_MLM + lambda L_Disc.
+    # [combined loss]: L = L_MLM + lambda L_Disc.
     d_mlm = dloss + dmlm_loss
     d_disc = cache.disc_weight * dloss + ddisc_loss
 

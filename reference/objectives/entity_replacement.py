@@ -11,7 +11,7 @@ Forward:
     h = Encoder(x)                                             (B, T, D)
     r_m = [h_{start_m}; h_{end_m}]                             (B, M, 2D) boundary tokens of mention m
     z_m = r_m w + b                                            (B, M)     P(mention m replaced) = sigmoid(z_m)
-    L_ent = mean_{valid m} BCEWithLogits(z_m, y_m)             Eq. (1) (y = 1: replaced)
+    L_ent = mean_{valid m} BCEWithLogits(z_m, y_m)             [L_entRep], Sec. 2.2 (y = 1: replaced)
     L_MLM = mean_{t masked} -log softmax(MLMHead(h)_t)[x_t]    (tied output projection)
     L = L_ent + L_MLM
 
@@ -92,7 +92,7 @@ def entity_replacement_forward(ids: Any, pad: Any, mention_start: Any, mention_e
                                       activation=activation)  # (B, T, D)
     r = xp.concat([xp.matmul(start_hot, h), xp.matmul(end_hot, h)], axis=-1)  # (B, M, 2D)  [h_start; h_end]
     z, classifier = linear_forward(r, params["ent_w"], params["ent_b"])  # (B, M, 1)
-    ent_loss, ent = sigmoid_bce_forward(z[..., 0], mention_labels, xp.astype(mention_valid, h.dtype))  # Eq. (1)
+    ent_loss, ent = sigmoid_bce_forward(z[..., 0], mention_labels, xp.astype(mention_valid, h.dtype))  # [L_entRep]
 
     head_params = {k: params["head_" + k] if k != "out_bias" else params["out_bias"] for k in HEAD_KEYS}
     logits, head = mlm_head_forward(h, head_params, params["tok"], activation=activation)  # (B, T, V)
