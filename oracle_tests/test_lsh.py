@@ -247,3 +247,45 @@ def test_bad_input_names_the_argument():
         sample_rotations(np.random.default_rng(0), 1, 1, 2, 1, 3, xp=namespace("numpy"), dtype=np.float64)
     with pytest.raises(ValueError, match="rotations must have shape"):
         lsh_hash(project_queries(x, p["w_qk"], H), case.static["rotations"][:, :2])
+
+
+# --- (e) optional: HuggingFace transformers' LSHSelfAttention ----------------------------------
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_agrees_with_huggingface_lsh_self_attention_across_buckets(causal):
+    """HF attends to the whole window (our attend_across_buckets=True) and replaces the self score by the
+    constant -1e5; with at least one other key per row (or identical self-only rounds) the two agree."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.reformer.modeling_reformer import LSHSelfAttention
+
+    rng = np.random.default_rng(11)
+    b, h, length, d, dh, rounds, nb, m = 2, 3, 8, 6, 4, 2, 4, 4
+    xp = namespace("numpy")
+    x = rng.standard_normal((b, length, d))
+    params = init_lsh(rng, d, h, dh, dh, xp=xp, dtype=np.float64)
+    rot = sample_rotations(rng, b, h, dh, rounds, nb, xp=xp, dtype=np.float64)
+    buckets = lsh_hash(project_queries(x, params["w_qk"], h), rot)
+    y, cache = lsh_attention_forward(x, params, buckets, n_heads=h, n_buckets=nb, chunk_len=m, causal=causal,
+                                     attend_across_buckets=True)
+    dy = rng.standard_normal(y.shape)
+    dx, grads = lsh_attention_backward(dy, cache)
+
+    config = transformers.ReformerConfig(hidden_size=d, num_attention_heads=h, attention_head_size=dh,
+                                         num_hashes=rounds, num_buckets=nb, lsh_attn_chunk_length=m,
+                                         lsh_num_chunks_before=1, lsh_num_chunks_after=0, is_decoder=causal,
+                                         lsh_attention_probs_dropout_prob=0.0, attn_layers=["lsh"])
+    layer = LSHSelfAttention(config).double().eval()
+    with torch.no_grad():
+        layer.query_key.weight.copy_(torch.from_numpy(params["w_qk"].T))  # nn.Linear stores W^T
+        layer.value.weight.copy_(torch.from_numpy(params["w_v"].T))
+    xt = torch.from_numpy(x).requires_grad_(True)
+    w_o = torch.from_numpy(params["w_o"]).requires_grad_(True)
+    offset = torch.from_numpy(buckets + nb * np.arange(rounds)[:, None]).reshape(b, h, rounds * length)
+    context = layer(xt, buckets=offset).hidden_states  # (B, L, H d), before the output projection
+    yt = context @ w_o
+    (yt * torch.from_numpy(dy)).sum().backward()
+    _close(yt.detach().numpy(), y, "y")
+    _close(xt.grad.numpy(), dx, "x")
+    _close(layer.query_key.weight.grad.numpy().T, grads["w_qk"], "w_qk")
+    _close(layer.value.weight.grad.numpy().T, grads["w_v"], "w_v")
+    _close(w_o.grad.numpy(), grads["w_o"], "w_o")
