@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from gradients import check_mechanism
+from test_lsh import torch_lsh
 from gradients.check import random_cotangents
 from reference.architecture.reversible import (reversible_backward, reversible_forward, reversible_inverse,
                                                stored_backward, stored_forward)
@@ -167,15 +168,19 @@ def _gelu_tanh(h):
     return 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))
 
 
-def _torch_stack(x, layers, tapes, n_heads):
+def _torch_stack(x, layers, tapes, n_heads, lsh=None):
     x1 = x2 = x
     for p, tape in zip(layers, tapes):
         h = _ln(x2, p["ln_a.gamma"], p["ln_a.beta"])
         b, t, d = h.shape
-        q, k, v = (torch.reshape(h @ p[f"w_{s}"] + p[f"b_{s}"], (b, t, n_heads, d // n_heads)).transpose(1, 2)
-                   for s in "qkv")
-        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // n_heads), -1) * tape.attn_probs
-        a = (att @ v).transpose(1, 2).reshape(b, t, d) @ p["w_o"] + p["b_o"]
+        if lsh is None:
+            q, k, v = (torch.reshape(h @ p[f"w_{s}"] + p[f"b_{s}"], (b, t, n_heads, d // n_heads)).transpose(1, 2)
+                       for s in "qkv")
+            att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // n_heads), -1) * tape.attn_probs
+            a = (att @ v).transpose(1, 2).reshape(b, t, d) @ p["w_o"] + p["b_o"]
+        else:  # the independent torch LSH attention of test_lsh.py, with the forward's buckets
+            a = torch_lsh(h, p["w_qk"], p["w_v"], p["w_o"], tape.buckets, n_heads=n_heads, causal=False,
+                          across=False, **lsh)
         y1 = x1 + a * tape.attn_out  # Y1 = X1 + F(X2)
         h = _ln(y1, p["ln_f.gamma"], p["ln_f.beta"])
         f = (_gelu_tanh(h @ p["w_1"] + p["b_1"]) * tape.ff_hidden) @ p["w_2"] + p["b_2"]
@@ -184,8 +189,9 @@ def _torch_stack(x, layers, tapes, n_heads):
     return x1, x2
 
 
-def test_agrees_with_torch_autograd():
-    mech = get("architecture.reversible")
+@pytest.mark.parametrize("name", NAMES)
+def test_agrees_with_torch_autograd(name):
+    mech = get(name)
     case = mech.example(0, np.float64, namespace("numpy"))
     outputs, cache = mech.forward(case)
     cot = random_cotangents(outputs)
@@ -193,7 +199,8 @@ def test_agrees_with_torch_autograd():
     leaves = {k: _t(v).requires_grad_(True) for k, v in case.differentiable.items()}
     layers = unflatten_params({k: v for k, v in leaves.items() if k != "x"}, case.static["n_layers"])
     tapes = [LayerTape(*(None if a is None else _t(a) for a in tape)) for tape in case.static["tapes"]]
-    y1, y2 = _torch_stack(leaves["x"], layers, tapes, FULL.n_heads)
+    lsh = None if name == "architecture.reversible" else dict(n_buckets=LSH.n_buckets, chunk_len=LSH.chunk_len)
+    y1, y2 = _torch_stack(leaves["x"], layers, tapes, FULL.n_heads, lsh)
     ((y1 * _t(cot["y1"])).sum() + (y2 * _t(cot["y2"])).sum()).backward()
     for name, got in (("y1", y1), ("y2", y2)):
         np.testing.assert_allclose(got.detach().numpy(), outputs[name], rtol=1e-10, atol=1e-12, err_msg=name)
