@@ -159,6 +159,11 @@ def _oracle_run(mechanism: Mechanism, seed: int, dtype: str):
 
 
 
+def _host(t: Any) -> np.ndarray:
+    """A torch tensor as a NumPy array (lazy conjugation and negation resolved first)."""
+    return t.detach().resolve_conj().resolve_neg().cpu().numpy()
+
+
 def compare_torch(mechanism_or_name: Mechanism | str,
                   torch_fn: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], Any], *,
                   seed: int = 0, dtype: str = "float64", rtol: float | None = None,
@@ -200,7 +205,8 @@ def compare_torch(mechanism_or_name: Mechanism | str,
             raise TypeError(f"torch_fn must return a dict with keys {sorted(outputs)}, got {type(result).__name__}")
         result = {next(iter(outputs)): result}
     result = dict(result)
-    actual_out = {k: v.detach().numpy() for k, v in result.items() if v is not None}
+    result = {k: (v if v is None or isinstance(v, torch.Tensor) else torch.as_tensor(v)) for k, v in result.items()}
+    actual_out = {k: _host(v) for k, v in result.items() if v is not None}
     report = compare_arrays(mechanism.name, outputs, actual_out, rtol=rtol, atol=atol, prefix="outputs.")
 
     leaves = {**inputs, **params}
@@ -222,7 +228,7 @@ def compare_torch(mechanism_or_name: Mechanism | str,
         else:
             got = [None] * len(differentiable)
         for (key, leaf), g in zip(differentiable.items(), got):
-            actual_grads[key] = (torch.zeros_like(leaf) if g is None else g).detach().numpy()
+            actual_grads[key] = _host(torch.zeros_like(leaf) if g is None else g)
     report.extend(compare_arrays(mechanism.name, grads, actual_grads, rtol=rtol, atol=atol, prefix="grads."))
     return report
 

@@ -217,6 +217,19 @@ def test_complex_gradient_convention_equals_torch_grad():
     # ...and agrees with what PyTorch's autograd leaves in .grad, without any conjugation.
     report = compare_torch(COMPLEX, lambda i, p, s: {"u": i["z"] * p["w"], "s": (i["z"] * i["z"].conj()).real * p["w"]})
     assert report.passed, report.table()
+    # Outputs carrying torch's lazy conjugation bit are read correctly.
+    lazy = compare_torch(COMPLEX, lambda i, p, s: {"u": (i["z"].conj() * p["w"]).conj(),
+                                                   "s": (i["z"] * i["z"].conj()).real * p["w"]})
+    assert lazy.passed, lazy.table()
+    # A conjugated gradient (JAX's convention) is caught.
+    z_grad = next(r for r in report.results if r.tensor == "grads.z")
+    assert z_grad.passed
+    xp = namespace("numpy")
+    case = COMPLEX.example(0, xp.float64, xp)
+    outputs, cache = COMPLEX.forward(case)
+    grads = COMPLEX.backward(cache, random_cotangents(outputs, 0))
+    conjugated = compare_arrays("complex", {"z": grads["z"]}, {"z": np.conj(grads["z"])})
+    assert not conjugated.passed and conjugated.failures[0].tensor == "z"
 
 
 def test_compare_arrays_checks_shapes_and_discrete_values_exactly():
