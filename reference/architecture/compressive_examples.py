@@ -78,7 +78,8 @@ def _example(config: CompressiveConfig, noisy: bool):
         inputs = {"h": h, "mem": state.mem, "cmem": state.cmem}
         static: dict[str, Any] = {"usage": state.usage}
         if noisy:
-            inputs["bias"] = normal(rng, (1, HEADS, T, N_CMEM + N_MEM + T), xp=xp, dtype=dtype, scale=0.5)
+            # a per-head, per-key score bias (broadcast over queries: its gradient sums them)
+            inputs["bias"] = normal(rng, (1, HEADS, 1, N_CMEM + N_MEM + T), xp=xp, dtype=dtype, scale=0.5)
             static["dropout"] = {"attn_probs": dropout_mask(rng, (B, HEADS, T, N_CMEM + N_MEM + T), 0.1, xp=xp,
                                                             dtype=dtype),
                                  "attn": dropout_mask(rng, (B, T, D), 0.1, xp=xp, dtype=dtype),
