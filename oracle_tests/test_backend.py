@@ -133,3 +133,18 @@ def test_masked_score_is_finite_and_vanishes() -> None:
     assert np.isfinite(MASKED_SCORE)
     for dtype in (np.float32, np.float64):
         assert np.exp(np.asarray(MASKED_SCORE, dtype) - dtype(10.0)) == 0.0
+
+
+def test_xp_assert_close_checks_namespace_dtype_shape_values() -> None:
+    """The suite's assertion fails on each kind of mismatch and prints both numbers."""
+    strict, numpy_ns = namespace("array_api_strict"), namespace("numpy")
+    a = strict.asarray([1.0, 2.0], dtype=strict.float64)
+    xp_assert_close(a, strict.asarray([1.0, 2.0], dtype=strict.float64))
+    with pytest.raises(AssertionError, match="namespace array_api_strict, expected numpy"):
+        xp_assert_close(a, numpy_ns.asarray([1.0, 2.0]))
+    with pytest.raises(AssertionError, match="dtype"):
+        xp_assert_close(a, strict.asarray([1.0, 2.0], dtype=strict.float32))
+    with pytest.raises(AssertionError, match=r"shape \(2,\), expected \(1, 2\)"):
+        xp_assert_close(a, strict.asarray([[1.0, 2.0]], dtype=strict.float64))
+    with pytest.raises(AssertionError, match=r"worst at \(1,\): actual 2\.0, desired 2\.1"):
+        xp_assert_close(a, strict.asarray([1.0, 2.1], dtype=strict.float64))
