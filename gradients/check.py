@@ -16,7 +16,11 @@ so that the analytic gradient of ``L`` is what the backward returns when fed
 An element passes when ``|a - n| <= atol * scale + rtol * max(|a|, |n|)``,
 where ``scale`` is the largest numeric gradient magnitude of the tensor and
 ``a``/``n`` are analytic and numeric values; a floor proportional to ``|L|``
-absorbs rounding noise of the finite differences themselves.
+absorbs rounding noise of the finite differences themselves. The reported
+relative error divides by ``max(|a|, |n|)``, but never by less than
+``REL_FLOOR`` times the largest gradient of the whole check, so that a gradient
+that is zero by structure (a key bias under a softmax) reads as its noise
+relative to the mechanism's scale rather than as noise over noise.
 
 Entry points:
 
@@ -50,6 +54,10 @@ TOLERANCES: dict[str, dict[str, float]] = {
     "float64": {"rtol": 1e-6, "atol": 1e-7, "floor": 1e-10},
     "float32": {"rtol": 3e-2, "atol": 1e-2, "floor": 1e-4},
 }
+
+
+#: Relative errors are measured against max(|element|, REL_FLOOR * largest gradient of the whole check).
+REL_FLOOR = 1e-3
 
 
 @dataclass
@@ -206,11 +214,12 @@ def check_gradients(fn: Callable[[dict[str, Any]], Any],
 
     loss_scale = max(1.0, abs(_pairing(outputs, cot)))
     report = Report(mode=mode, backend=_backend_name(next(iter(arrays.values()))), dtype=dtype)
+    measured = []  # (tensor, shape, analytic, numeric, labels), judged once the overall scale is known
     for tensor, x in arrays.items():
         shape = tuple(x.shape)
         problem = _structure_problem(tensor, x, grads)
         if problem:
-            report.results.append(TensorResult(name, tensor, shape, math.inf, math.inf, "-", None, None, False, problem))
+            measured.append((tensor, shape, None, None, problem))
             continue
         analytic = to_numpy(grads[tensor])
         if mode == "full":
@@ -230,7 +239,13 @@ def check_gradients(fn: Callable[[dict[str, Any]], Any],
             a = np.array([np.real(np.vdot(analytic, v)) for v in directions])
             n = np.array([directional_derivative(loss_at(tensor), x, v, method=method) for v in directions])
             labels = [f"direction {k}" for k in range(n_directions)]
-        report.results.append(_judge(name, tensor, shape, a, n, labels, tol, loss_scale))
+        measured.append((tensor, shape, a, n, labels))
+    overall = max([float(np.max(np.abs(m[3]))) for m in measured if m[3] is not None and m[3].size] or [0.0])
+    for tensor, shape, a, n, labels in measured:
+        if a is None:
+            report.results.append(TensorResult(name, tensor, shape, math.inf, math.inf, "-", None, None, False, labels))
+        else:
+            report.results.append(_judge(name, tensor, shape, a, n, labels, tol, loss_scale, overall))
     return report
 
 
@@ -266,15 +281,17 @@ def _structure_problem(tensor: str, x: Any, grads: Mapping[str, Any]) -> str:
 
 
 def _judge(name: str, tensor: str, shape: tuple[int, ...], a: np.ndarray, n: np.ndarray, labels: list[str],
-           tol: dict[str, float], loss_scale: float) -> TensorResult:
+           tol: dict[str, float], loss_scale: float, overall: float) -> TensorResult:
     if a.size == 0:
         return TensorResult(name, tensor, shape, 0.0, 0.0, "-", None, None, True)
     err = np.abs(a - n)
     big = np.maximum(np.abs(a), np.abs(n))
     scale = float(np.max(np.abs(n)))
     allowed = tol["atol"] * scale + tol["rtol"] * big + tol["floor"] * loss_scale
-    # Relative error against the element's own size, floored by the finite-difference noise.
-    rel = err / np.maximum(big, tol["floor"] * loss_scale)
+    # Relative error against the element's own size, but never against less than a thousandth of the largest
+    # gradient anywhere in the check (nor less than the finite-difference noise): a gradient that is exactly
+    # zero by structure (a key bias under softmax) has no meaningful relative error of its own.
+    rel = err / np.maximum(big, max(REL_FLOOR * overall, tol["floor"] * loss_scale))
     badness = err / allowed
     finite = np.isfinite(a) & np.isfinite(n)
     worst = int(np.argmax(np.where(finite, badness, np.inf)))
