@@ -159,7 +159,7 @@ def erf(x: Any) -> Any:
         erf(x) = 2/sqrt(pi) * exp(-x^2) * sum_n 2^n x^(2n+1) / (1*3*...*(2n+1))
 
     which has no cancellation, and clips at |x| = 6 where erf is 1 to within
-    2e-17. Its relative error against scipy is below 1e-15 (tested).
+    2e-17. Its relative error against scipy is at most 2e-15 on [-7, 7] (tested).
     """
     xp = array_namespace(x)
     if is_numpy_namespace(xp):
