@@ -32,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     backend = args.backend or os.environ.get("ORACLE_BACKEND", "numpy")
+    try:  # an absent backend (cupy without CuPy) is one clean error, not a failure per mechanism
+        from reference.backend import namespace
+
+        namespace(backend)
+    except (ImportError, ValueError) as err:
+        print(f"python -m gradients check: --backend {backend}: {err}", file=sys.stderr)
+        return 2
     try:
         mechanisms = select(args.names)
     except KeyError as err:

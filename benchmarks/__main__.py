@@ -1,0 +1,131 @@
+"""``python -m benchmarks``: speed and memory of the oracle against PyTorch; see docs/performance.md.
+
+    python -m benchmarks                        every mechanism, float32 and float64: docs/performance/table.md, results.json, ratios.png
+    python -m benchmarks --only nn.attention    one mechanism (a name also selects its variants)
+    python -m benchmarks --quick                tiny sizes, 1 repeat (a smoke test, under a minute)
+    python -m benchmarks scaling                time and memory against sequence length and depth (plots)
+    python -m benchmarks targets                LSH at 65,536 tokens; reversible 48 vs 2 layers; the gradient check's time
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+from . import THREADS
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:  # the environment variables set in benchmarks/__init__ already apply
+        pass
+
+
+def machine() -> dict[str, str]:
+    import numpy
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "threads": str(THREADS), "python": platform.python_version(),
+            "numpy": numpy.__version__, "torch": torch.__version__, "platform": platform.platform()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("suite", nargs="?", default="table", choices=("table", "scaling", "targets"))
+    parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="mechanisms (and their variants)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (median; default 5, quick 1)")
+    parser.add_argument("--dtype", nargs="+", choices=("float32", "float64"), default=["float32", "float64"])
+    parser.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and 1 repeat")
+    parser.add_argument("--batch", type=int, default=None, help="batch size of the realistic cases (default 8)")
+    parser.add_argument("--no-torch", action="store_true", help="time the oracle only")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--out", default="docs/performance", help="folder for table.md, results.json and plots (default docs/performance)")
+    args = parser.parse_args(argv)
+
+    if args.backend == "cupy":
+        from reference.backend import namespace
+
+        try:
+            namespace("cupy")
+        except ImportError as err:
+            print(f"python -m benchmarks: --backend cupy: {err}", file=sys.stderr)
+            return 2
+    _set_threads(THREADS)
+    if args.batch:
+        from . import cases
+
+        cases.B = args.batch
+    repeats = args.repeats or (1 if args.quick else 5)
+    os.makedirs(args.out, exist_ok=True)
+    info = machine()
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
+
+    if args.suite == "scaling":
+        from .scaling import run_scaling
+
+        run_scaling(args.out, quick=args.quick, repeats=repeats, backend=args.backend)
+        return 0
+    if args.suite == "targets":
+        from .targets import run_targets
+
+        return run_targets(args.out, quick=args.quick)
+
+    from reference.registry import select
+
+    from .report import markdown_table, plot_ratios
+    from .run import bench
+
+    try:
+        mechanisms = select(args.only)
+    except KeyError as err:
+        parser.error(str(err.args[0]))
+    rows = []
+    start = time.perf_counter()
+    for mechanism in mechanisms:
+        for dtype in args.dtype:
+            row = bench(mechanism, dtype=dtype, repeats=repeats, quick=args.quick, backend=args.backend,
+                        with_torch=not args.no_torch, with_memory=not args.no_memory)
+            rows.append(row)
+            print(f"{row.name:46s} {dtype:8s} oracle {1e3 * row.oracle_s:9.2f} ms  torch {1e3 * row.torch_s:9.2f} ms"
+                  f"  ratio {row.ratio:6.2f}  {row.verdict()}" + (f"  [{row.error}]" if row.error else ""),
+                  flush=True)
+    elapsed = time.perf_counter() - start
+    table = markdown_table(rows)
+    header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {elapsed:.0f} s on "
+              f"{info['cpu']} ({info['cores']} cores, {info['threads']} threads for both NumPy and PyTorch), "
+              f"numpy {info['numpy']}, torch {info['torch']}, backend {args.backend}, "
+              f"{'quick sizes, ' if args.quick else ''}median of {repeats}.\n\n")
+    with open(os.path.join(args.out, "table.md"), "w") as fh:
+        fh.write(header + table)
+    with open(os.path.join(args.out, "results.json"), "w") as fh:
+        json.dump({"machine": info, "repeats": repeats, "quick": args.quick, "backend": args.backend,
+                   "rows": [{k: v for k, v in r.to_dict().items() if k != "extra"} for r in rows]}, fh, indent=1)
+    plot_ratios(rows, os.path.join(args.out, "ratios.png"))
+    print()
+    print(header + table)
+    errors = [r for r in rows if r.error]
+    for r in errors:
+        print(f"ERROR {r.name} {r.dtype}: {r.extra.get('traceback', r.error)}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Timing and peak-memory measurement of one forward + backward.
+
+Time: the median of ``repeats`` wall-clock runs after one warm-up run.
+
+Memory, two methods (docs/performance.md explains the choice):
+
+* ``tracemalloc`` peak for the oracle on NumPy: NumPy reports its data buffers to
+  tracemalloc, so this is the peak of bytes allocated during the run above what
+  existed before it (the case and its cotangents are not counted).
+* peak resident set size (``VmHWM``) above the resident size at the start, for both the
+  oracle and PyTorch: PyTorch's CPU allocator does not report to tracemalloc. Linux lets a
+  process reset its own high-water mark (``echo 5 > /proc/self/clear_refs``), so each
+  measurement runs in this process, after a reset, with no subprocess per measurement.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+import statistics
+import time
+import tracemalloc
+from typing import Callable
+
+MiB = 2.0 ** 20
+
+
+def median_time(run: Callable[[], None], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
+    """Median seconds of ``repeats`` calls of ``run`` after one warm-up call."""
+    run()
+    sync()
+    times = []
+    gc.collect()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def traced_peak(run: Callable[[], None]) -> float:
+    """Peak bytes traced by tracemalloc during ``run`` (allocations made before it are not counted)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return float(peak - base)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        match = re.search(rf"^{field}:\s+(\d+) kB", fh.read(), re.MULTILINE)
+    if match is None:
+        raise OSError(f"no {field} in /proc/self/status")
+    return int(match.group(1))
+
+
+def rss_available() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        _status_kib("VmHWM")
+        return True
+    except OSError:
+        return False
+
+
+def rss_peak(run: Callable[[], None]) -> float:
+    """Peak resident bytes during ``run`` above the resident bytes at its start (nan where unsupported)."""
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset VmHWM to the current VmRSS
+        base = _status_kib("VmRSS")
+    except OSError:
+        return float("nan")
+    run()
+    return float(_status_kib("VmHWM") - base) * 1024.0
