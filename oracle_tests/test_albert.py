@@ -135,14 +135,24 @@ def test_shared_gradient_is_the_sum_of_an_untied_models_per_layer_gradients(shar
     assert np.abs(to_numpy(untied[f"layer0_{name}"]) - to_numpy(shared[f"block_{name}"])).max() > 1e-8
 
 
-@pytest.mark.parametrize("row", list(PAPER_ROWS), ids=[f"{t} {label}" for t, label in PAPER_ROWS])
-def test_paper_parameter_table(row, request):
+#: The one row that no counting convention reproduces (spec §3.8): the paper prints 235M.
+XXLARGE = ("Table 1", "ALBERT-xxlarge")
+
+
+@pytest.mark.parametrize("row", [r for r in PAPER_ROWS if r != XXLARGE], ids=[f"{t} {label}" for t, label in PAPER_ROWS
+                                                                            if (t, label) != XXLARGE])
+def test_paper_parameter_table(row):
     size, paper = PAPER_ROWS[row]
-    if row[1] == "ALBERT-xxlarge":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="paper inconsistency: 235M matches no counting convention (224.6M under this rule, "
-                     "222.6M with the released code's layout, 223M on the HuggingFace model card); spec §3.8"))
     got = paper_millions(size)
     assert got == paper, f"{row}: counted {got}M, paper {paper}M"
+
+
+def test_albert_xxlarge_is_a_paper_inconsistency_not_a_counting_error():
+    # A finding, held as a test: the rule that reproduces the other 17 rows gives 225M for xxlarge (the
+    # released code's layout gives 222.6M, the HuggingFace model card 223M), never the 235M of Table 1.
+    size, paper = PAPER_ROWS[XXLARGE]
+    assert paper == 235
+    assert paper_millions(size) == 225
 
 
 #: Exact integers of spec §3.8 (emb + projection + encoder, no pooler), measured independently there.
