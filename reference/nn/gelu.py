@@ -28,6 +28,9 @@ ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 class ActivationCache(NamedTuple):
     x: Any
     kind: str
+    # (..., D) Phi(x) for "gelu", tanh(...) for "gelu_tanh", None for "relu": computed once in the
+    # forward so that the backward does not evaluate erf / tanh again.
+    aux: Any = None
 
 
 def activation_forward(x: Any, kind: str = "gelu") -> tuple[Any, ActivationCache]:
@@ -35,26 +38,29 @@ def activation_forward(x: Any, kind: str = "gelu") -> tuple[Any, ActivationCache
     xp = array_namespace(x)
     require_float("x", x)
     require_finite("x", x)
+    aux = None
     if kind == "gelu":
-        y = 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+        aux = 0.5 * (1.0 + erf(x / math.sqrt(2.0)))  # Phi(x)
+        y = x * aux  # = 0.5 x (1 + erf(x / sqrt 2)), bit for bit (the 0.5 is exact)
     elif kind == "gelu_tanh":
-        y = 0.5 * x * (1.0 + xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_COEFF * x**3)))
+        aux = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_COEFF * x**3))
+        y = 0.5 * x * (1.0 + aux)
     elif kind == "relu":
         y = xp.where(x > 0, x, xp.zeros_like(x))
     else:
         raise ValueError(f"kind must be one of {ACTIVATIONS}, got {kind!r}")
-    return y, ActivationCache(x, kind)
+    return y, ActivationCache(x, kind, aux)
 
 
 def activation_backward(dy: Any, cache: ActivationCache) -> Any:
     xp = array_namespace(dy)
-    x, kind = cache
+    x, kind, aux = cache
     if kind == "gelu":
-        cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
+        cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0))) if aux is None else aux
         pdf = xp.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
         return dy * (cdf + x * pdf)
     if kind == "gelu_tanh":
-        t = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_COEFF * x**3))
+        t = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_COEFF * x**3)) if aux is None else aux
         return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * _TANH_COEFF * x * x))
     return dy * xp.astype(x > 0, dy.dtype)
 
