@@ -411,6 +411,17 @@ def test_padding_does_not_leak():
     assert float(out2["loss"]) == pytest.approx(float(out1["loss"]), abs=1e-13)
 
 
+def test_margin_check_catches_a_relu_flip():
+    """The example's ReLU margin is asserted: a step big enough to flip a ReLU input raises."""
+    xp = namespace("numpy")
+    m = get(TRANSFORMERS[0])
+    case = m.example(0, xp.float64, xp)
+    m.margin_check(case, 0.0)  # the example itself is fine
+    b_1 = to_numpy(case.params["b_1"]) + 10.0  # every real part of z1 W1 + b1 becomes positive
+    with pytest.raises(ValueError, match="changed sign"):
+        m.margin_check(case.replace({"b_1": xp.asarray(b_1)}), 0.0)
+
+
 # ------------------------------------------------------------------ (d) bad input
 def test_bad_input():
     xp = namespace("numpy")

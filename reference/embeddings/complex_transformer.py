@@ -201,10 +201,16 @@ def _registered(score: str):
         return complex_order_transformer_backward(cot.get("logits"), cot.get("loss"), cache)
 
     def margin_check(case: Case, _tol: float) -> None:
-        _, cache = run(case)
-        xp = array_namespace(case.params["amplitude"])
-        for part, act in (("re", cache.layer.act[0]), ("im", cache.layer.act[1])):
-            if bool(xp.any((act.x > 0) != case.static[f"active_{part}"])):
+        # Only the layer's first half: the ReLU inputs z1 W1 + b1 (same calls as the forward).
+        p, s = case.params, case.static
+        xp = array_namespace(p["amplitude"])
+        z0, _ = complex_order_forward(s["ids"], p["amplitude"], p.get("frequency"), p.get("initial_phase"),
+                                      positions=s["positions"])  # (B, T, D)
+        a, _ = complex_attention_forward(z0, p, n_heads=_H, key_valid=s["key_valid"], score=score)  # (B, T, D)
+        z1, _ = split_layer_norm_forward(z0 + a, p["ln1_gamma"], p["ln1_beta"])  # (B, T, D)
+        h_pre, _ = complex_linear_forward(z1, p["w_1"], p["b_1"])  # (B, T, F)
+        for part, x in (("re", xp.real(h_pre)), ("im", xp.imag(h_pre))):
+            if bool(xp.any((x > 0) != s[f"active_{part}"])):
                 raise ValueError(f"a ReLU input ({part} part) changed sign under the finite-difference step")
 
     name = "embeddings.complex_order.transformer" + ("" if score == "modulus" else "." + score)
