@@ -51,13 +51,12 @@ def test_embedding_gradients_full(backend_name, name):
     assert report.passed, report.table()
 
 
-@pytest.mark.parametrize("name", TRANSFORMERS)
-def test_transformer_gradients(backend_name, name):
-    backend = backend_name
-    # Full mode; on array_api_strict (and for the Hermitian variant) a spread of elements per
-    # tensor keeps the suite fast. `python -m gradients check` covers every element.
-    if backend != "numpy" and name != TRANSFORMERS[0]:
-        pytest.skip("the Hermitian variant shares every code path but the score with the default; numpy covers it")
+# Full mode; on array_api_strict (and for the Hermitian variant) a spread of elements per tensor keeps
+# the suite fast, and strict runs the default variant only: the Hermitian one shares every code path but
+# the score, which numpy covers. `python -m gradients check` covers every element of both.
+@pytest.mark.parametrize("backend, name", [("numpy", TRANSFORMERS[0]), ("numpy", TRANSFORMERS[1]),
+                                           ("array_api_strict", TRANSFORMERS[0])])
+def test_transformer_gradients(backend, name):
     limit = None if (backend == "numpy" and name == TRANSFORMERS[0]) else 3
     report = check_mechanism(get(name), backend=backend, max_elements=limit)
     assert report.passed, report.table()
