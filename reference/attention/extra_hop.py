@@ -1,8 +1,9 @@
 """eXtra hop attention of Transformer-XH: the first tokens of linked evidence sequences attend to each other.
 
 Zhao, Xiong, Rosset, Song, Bennett, Tiwary, "Transformer-XH: Multi-Evidence Reasoning with eXtra Hop
-Attention", ICLR 2020 (OpenReview r1eIiCNYwS), §2; authors' code microsoft/Transformer-XH
-``transformer-xh/model/model.py`` (``GraphAttention``, ``TransformerXHEncoder``); spec attention.md §4.
+Attention", ICLR 2020 (OpenReview r1eIiCNYwS; the PDF was not re-read, see the docs page);
+authors' code microsoft/Transformer-XH ``transformer-xh/model/model.py`` (``GraphAttention``,
+``TransformerXHEncoder``); spec attention.md §4.
 The layer and node head built from these hops: :mod:`reference.attention.extra_hop_layer`.
 
 Axes: N nodes (evidence sequences of one graph), D width, H hop heads, Dh = D / H head width,
@@ -121,7 +122,8 @@ def paper_hop_forward(c: Any, adjacency: Any, params: dict[str, Any], *, n_heads
     k, k_proj = linear_forward(c, params["w_hk"], params["b_hk"])  # (N, D)
     v, v_proj = linear_forward(c, params["w_hv"], params["b_hv"])  # (N, D)
     heads, attention = sdpa_forward(split_heads(q[None, ...], n_heads), split_heads(k[None, ...], n_heads),
-                                    split_heads(v[None, ...], n_heads), mask=adjacency[None, None, ...])  # (1, H, N, Dh)
+                                    split_heads(v[None, ...], n_heads),
+                                    mask=adjacency[None, None, ...])  # (1, H, N, Dh) neighbours only
     has_in = xp.astype(xp.any(adjacency, axis=1), c.dtype)[:, None]  # (N, 1)
     hhat = merge_heads(heads)[0, ...] * has_in  # (N, D) zero message without neighbours
     out, combine = linear_forward(xp.concat([c, hhat], axis=-1), params["w_comb"], params["b_comb"])  # (N, D)

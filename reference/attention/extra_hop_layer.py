@@ -1,6 +1,6 @@
 """A Transformer-XH layer (in-sequence attention + eXtra hop attention) and its node-level prediction head.
 
-Zhao et al., "Transformer-XH", ICLR 2020, §2 (the layer) and §3 (node prediction); code
+Zhao et al., "Transformer-XH", ICLR 2020 (the layer and node prediction as the spec recalls them); code
 microsoft/Transformer-XH ``model.py`` ``TransformerXHEncoder.forward`` and ``Trainer.py``; spec attention.md
 §4.2-§4.5. The hop itself is :mod:`reference.attention.extra_hop`.
 

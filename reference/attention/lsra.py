@@ -1,7 +1,7 @@
 """Long-Short Range Attention (LSRA): the layer of Lite Transformer.
 
-Wu, Liu, Lin, Lin, Han, "Lite Transformer with Long-Short Range Attention", ICLR 2020, arXiv:2004.11886v1,
-§3 ("Long-Short Range Attention", Fig. 3) and §4 (flattened FFN); authors' code mit-han-lab/lite-transformer
+Wu, Liu, Lin, Lin, Han, "Lite Transformer with Long-Short Range Attention", ICLR 2020, arXiv:2004.11886v1
+(the LSRA block and the flattened FFN; section numbers not re-read); authors' code mit-han-lab/lite-transformer
 ``transformer_multibranch_v2.py`` and ``multibranch.py`` (spec attention.md §1). Branch convolutions:
 :mod:`reference.attention.lsra_conv`; registered examples: :mod:`reference.attention.lsra_examples`.
 

@@ -1,10 +1,10 @@
 """The short-range branch of Lite Transformer's LSRA: GLU, lightweight and dynamic convolution.
 
 Wu, Liu, Lin, Lin, Han, "Lite Transformer with Long-Short Range Attention", ICLR 2020,
-arXiv:2004.11886v1, §3 and Fig. 3; the convolutions are those of Wu, Fan, Baevski, Dauphin, Auli,
-"Pay Less Attention with Lightweight and Dynamic Convolutions", ICLR 2019, arXiv:1901.10430v2, §3
-(Eq. 2 LightConv, Eq. 3 DynamicConv). Spec attention.md §1.4 step 2 and §1.6. The block that uses
-these is :mod:`reference.attention.lsra`.
+arXiv:2004.11886v1 (the LSRA block); the convolutions are those of Wu, Fan, Baevski, Dauphin, Auli,
+"Pay Less Attention with Lightweight and Dynamic Convolutions", ICLR 2019, arXiv:1901.10430v2
+(section and equation numbers are not cited: the PDFs were not re-read for this file).
+Spec attention.md §1.4 step 2 and §1.6. The block that uses these is :mod:`reference.attention.lsra`.
 
 Axes: B batch, T positions, C channels of the conv branch (d_c), H kernel heads (H_c),
 R = C / H channels per head, K kernel width, P left padding (causal K-1, centred K//2 for odd K).
@@ -12,11 +12,11 @@ R = C / H channels per head, K kernel width, P left padding (causal K-1, centred
 Forward:
 
     GLU:        z = a * sigmoid(g),  [a | g] = u split in halves on the last axis
-    LightConv:  Ws[h, :] = softmax_k(theta[h, :])                              Eq. (2), one kernel per head
+    LightConv:  Ws[h, :] = softmax_k(theta[h, :])                              LightConv, one kernel per head
                 Wt = Ws * D_w                                                  weight dropout (explicit mask)
                 W[c, :] = Wt[h(c), :]                                          head shared by R channels
                 out[b, t, c] = sum_k W[c, k] zpad[b, t + k, c]                 zpad = z padded (P, K-1-P)
-    DynamicConv: lam[b, t] = z[b, t] G   reshaped (H, K), index h K + k        Eq. (3), kernel from the input
+    DynamicConv: lam[b, t] = z[b, t] G   reshaped (H, K), index h K + k        DynamicConv, kernel from the input
                 Ws[b, t, h, :] = softmax_k(lam[b, t, h, :]),  Wt = Ws * D_w
                 out[b, t, c] = sum_k Wt[b, t, h(c), k] zpad[b, t + k, c]
 
@@ -50,7 +50,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace
-from ..nn.conv1d import DepthwiseConvCache, depthwise_conv1d_backward, depthwise_conv1d_forward, left_padding, pad_sequence
+from ..nn.conv1d import (DepthwiseConvCache, depthwise_conv1d_backward, depthwise_conv1d_forward, left_padding,
+                         pad_sequence)
 from ..nn.linear import LinearCache, linear_backward, linear_forward
 from ..nn.losses import sigmoid
 from ..nn.softmax import SoftmaxCache, softmax_backward, softmax_forward
@@ -128,7 +129,7 @@ def _check_layout(layout: str, channels: int, n_heads: int) -> None:
 
 def lightweight_conv_forward(z: Any, theta: Any, *, padding: str, weight_dropout: Any | None = None,
                              layout: str = "contiguous") -> tuple[Any, LightConvCache]:
-    """LightConv (Eq. 2 of arXiv:1901.10430): z (B, T, C), raw kernel theta (H, K) -> (B, T, C)."""
+    """LightConv (arXiv:1901.10430): z (B, T, C), raw kernel theta (H, K) -> (B, T, C)."""
     require_float("z", z)
     require_shape("z", z, ["batch", "seq", "channels"], [None, None, None])
     require_float("theta", theta)
@@ -155,7 +156,7 @@ def lightweight_conv_backward(dout: Any, cache: LightConvCache) -> tuple[Any, An
 
 def dynamic_conv_forward(z: Any, w_gen: Any, *, n_heads: int, kernel_size: int, padding: str,
                          weight_dropout: Any | None = None, layout: str = "contiguous") -> tuple[Any, DynamicConvCache]:
-    """DynamicConv (Eq. 3 of arXiv:1901.10430): kernels predicted from z (B, T, C) by w_gen (C, H K)."""
+    """DynamicConv (arXiv:1901.10430): kernels predicted from z (B, T, C) by w_gen (C, H K)."""
     xp = array_namespace(z, w_gen)
     require_float("z", z)
     require_shape("z", z, ["batch", "seq", "channels"], [None, None, None])
