@@ -1,10 +1,12 @@
 """``python -m benchmarks``: speed and memory of the oracle against PyTorch; see docs/performance.md.
 
-    python -m benchmarks                        every mechanism, float32 and float64: docs/performance/table.md, results.json, ratios.png
+    python -m benchmarks                        every mechanism, float32 and float64: benchmarks/results/: table.md, results.json, ratios.png
     python -m benchmarks --only nn.attention    one mechanism (a name also selects its variants)
     python -m benchmarks --quick                tiny sizes, 1 repeat (a smoke test, under a minute)
     python -m benchmarks scaling                time and memory against sequence length and depth (plots)
     python -m benchmarks targets                LSH at 65,536 tokens; reversible 48 vs 2 layers; the gradient check's time
+    python -m benchmarks targets --only gradient_check     one of them (lsh, reversible, gradient_check)
+    python -m benchmarks page                   docs/performance.md and its plots from benchmarks/results/
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def machine() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("suite", nargs="?", default="table", choices=("table", "scaling", "targets"))
+    parser.add_argument("suite", nargs="?", default="table", choices=("table", "scaling", "targets", "page"))
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="mechanisms (and their variants)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (median; default 5, quick 1)")
     parser.add_argument("--dtype", nargs="+", choices=("float32", "float64"), default=["float32", "float64"])
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="batch size of the realistic cases (default 8)")
     parser.add_argument("--no-torch", action="store_true", help="time the oracle only")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
-    parser.add_argument("--out", default="docs/performance", help="folder for table.md, results.json and plots (default docs/performance)")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for table.md, results.json and plots (default benchmarks/results)")
     args = parser.parse_args(argv)
 
     if args.backend == "cupy":
@@ -83,10 +85,15 @@ def main(argv: list[str] | None = None) -> int:
 
         run_scaling(args.out, quick=args.quick, repeats=repeats, backend=args.backend)
         return 0
+    if args.suite == "page":
+        from .page import write_page
+
+        write_page(args.out)
+        return 0
     if args.suite == "targets":
         from .targets import run_targets
 
-        return run_targets(args.out, quick=args.quick)
+        return run_targets(args.out, quick=args.quick, only=args.only)
 
     from reference.registry import select
 

@@ -144,12 +144,13 @@ def plot_scaling(result: dict[str, Any], out: str) -> None:
     plt.close(fig)
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2), dpi=80)
-    for label, rows in result["depth"].items():
+    for (label, rows), color in zip(result["depth"].items(), ("C0", "C1")):
         ns = [r["layers"] for r in rows]
-        a.plot(ns, [r["seconds"] for r in rows], "o-", label=label)
-        b.plot(ns, [r["peak_bytes"] / measure.MiB for r in rows], "o-", label=label)
-        b.plot(ns, [(r["peak_bytes"] - r["grad_bytes"]) / measure.MiB for r in rows], "x:",
+        a.plot(ns, [r["seconds"] for r in rows], "o-", color=color, label=label)
+        b.plot(ns, [r["peak_bytes"] / measure.MiB for r in rows], "o-", color=color, label=label)
+        b.plot(ns, [(r["peak_bytes"] - r["grad_bytes"]) / measure.MiB for r in rows], "x:", color=color,
                label=f"{label} minus parameter gradients")
+    a.legend(fontsize=6)
     a.set(xlabel="layers", ylabel="forward + backward (s)", title="time")
     b.set(xlabel="layers", ylabel="peak MiB (tracemalloc)", title="memory")
     b.legend(fontsize=6)

@@ -2,7 +2,7 @@
 
 * LSH attention forward + backward at sequence length 65,536 (one head of width 64) within 8 GiB;
 * a 48-layer reversible stack's forward + backward peak memory at most 1.5 times a 2-layer stack's;
-* ``python -m gradients check --mode fast`` of everything in under 60 s (on the thread count set here).
+* ``python -m gradients check --mode fast --jobs N`` of everything in under 60 s (N = the thread count set here).
 """
 
 from __future__ import annotations
@@ -64,29 +64,46 @@ def reversible_depth(dtype=np.float64, **size: int) -> dict[str, Any]:
 def gradient_check_time(backend: str = "numpy") -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "OPENBLAS_NUM_THREADS": str(THREADS)}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "gradients", "check", "--mode", "fast", "--backend", backend],
+    command = [sys.executable, "-m", "gradients", "check", "--mode", "fast", "--backend", backend,
+               "--jobs", str(THREADS)]
+    proc = subprocess.run(command,
                           capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     tail = (proc.stdout.strip().splitlines() or [""])[-1]
-    return {"seconds": seconds, "exit": proc.returncode, "summary": tail, "threads": THREADS, "met": seconds < 60}
+    return {"seconds": seconds, "exit": proc.returncode, "summary": tail, "threads": THREADS, "met": seconds < 60,
+            "command": "python -m " + " ".join(command[2:])}
 
 
-def run_targets(out: str, *, quick: bool) -> int:
+TARGETS = ("lsh", "reversible", "gradient_check")
+
+
+def run_targets(out: str, *, quick: bool, only: list[str] | None = None) -> int:
+    """Measure the targets named in ``only`` (all by default), merged into ``out``/targets.json."""
+    only = list(only or TARGETS)
+    unknown = sorted(set(only) - set(TARGETS))
+    if unknown:
+        raise SystemExit(f"python -m benchmarks targets: unknown target(s) {unknown}; choose from {TARGETS}")
+    path = os.path.join(out, "targets.json")
     result: dict[str, Any] = {}
-    seq = 4096 if quick else 65536
-    result["lsh"] = [lsh_long(seq, np.float64), lsh_long(seq, np.float32)]
-    for r in result["lsh"]:
-        print(f"LSH L={r['seq']} {r['dtype']}: peak {r['peak_bytes'] / GiB:.2f} GiB (target 8), "
-              f"{r['seconds_traced']:.1f} s under tracemalloc", flush=True)
-    size = dict(batch=1, seq=16, d_model=8, d_ff=12) if quick else dict(batch=8, seq=512, d_model=64, d_ff=128)
-    rev = result["reversible"] = reversible_depth(**size)
-    print(f"reversible 48 vs 2 layers: peak ratio {rev['ratio']:.2f} (target 1.5), "
-          f"{rev['ratio_without_grads']:.2f} without the parameter gradients; ordinary stack {rev['ordinary_ratio']:.2f}",
-          flush=True)
-    if not quick:
+    if os.path.exists(path) and not quick:
+        with open(path) as fh:
+            result = json.load(fh)
+    if "lsh" in only:
+        seq = 4096 if quick else 65536
+        result["lsh"] = [lsh_long(seq, np.float64), lsh_long(seq, np.float32)]
+        for r in result["lsh"]:
+            print(f"LSH L={r['seq']} {r['dtype']}: peak {r['peak_bytes'] / GiB:.2f} GiB (target 8), "
+                  f"{r['seconds_traced']:.1f} s under tracemalloc", flush=True)
+    if "reversible" in only:
+        size = dict(batch=1, seq=16, d_model=8, d_ff=12) if quick else dict(batch=8, seq=512, d_model=64, d_ff=128)
+        rev = result["reversible"] = reversible_depth(**size)
+        print(f"reversible 48 vs 2 layers: peak ratio {rev['ratio']:.2f} (target 1.5), "
+              f"{rev['ratio_without_grads']:.2f} without the parameter gradients; "
+              f"ordinary stack {rev['ordinary_ratio']:.2f}", flush=True)
+    if "gradient_check" in only and not quick:
         g = result["gradient_check"] = gradient_check_time()
         print(f"python -m gradients check --mode fast: {g['seconds']:.1f} s on {g['threads']} threads, "
               f"exit {g['exit']} ({g['summary']})", flush=True)
-    with open(os.path.join(out, "targets.json"), "w") as fh:
+    with open(path, "w") as fh:
         json.dump(result, fh, indent=1)
     return 0

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="full: every element; fast: random directions (dot-product test)")
     check.add_argument("--seed", type=int, default=0)
     check.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    check.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="check N mechanisms at a time in worker processes (default 1); the table keeps its order")
     args = parser.parse_args(argv)
 
     import os
@@ -45,16 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err.args[0]))
     report = Report(mode=args.mode, backend=backend, dtype=args.dtype)
     start = time.perf_counter()
-    for mechanism in mechanisms:
-        try:
-            report.extend(check_mechanism(mechanism, backend=backend, dtype=args.dtype, mode=args.mode,
-                                          seed=args.seed))
-        except Exception as err:  # a crash is a failure of that mechanism, reported, not hidden
-            from .check import TensorResult
+    if args.jobs > 1 and len(mechanisms) > 1:
+        from concurrent.futures import ProcessPoolExecutor
 
-            report.results.append(TensorResult(mechanism.name, "(forward/backward)", (), float("inf"),
-                                               float("inf"), "-", None, None, False,
-                                               f"raised {type(err).__name__}: {err}"))
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:  # workers look the mechanisms up by name
+            for part in pool.map(_check_one, [(m.name, backend, args.dtype, args.mode, args.seed) for m in mechanisms]):
+                report.extend(part)
+    else:
+        for mechanism in mechanisms:
+            report.extend(_check_one((mechanism, backend, args.dtype, args.mode, args.seed)))
     print(report.table())
     print(f"({len(mechanisms)} mechanisms in {time.perf_counter() - start:.1f} s)")
     for failure in report.failures:
@@ -63,6 +64,24 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as fh:
             fh.write(report.to_json())
     return 0 if report.passed else 1
+
+
+def _check_one(job: tuple) -> Report:
+    """Check one mechanism, given as a Mechanism or by name (top-level, so worker processes can run it)."""
+    from reference.registry import get
+
+    mechanism, backend, dtype, mode, seed = job
+    name = mechanism if isinstance(mechanism, str) else mechanism.name
+    try:
+        return check_mechanism(get(mechanism) if isinstance(mechanism, str) else mechanism, backend=backend,
+                               dtype=dtype, mode=mode, seed=seed)
+    except Exception as err:  # a crash is a failure of that mechanism, reported, not hidden
+        from .check import TensorResult
+
+        report = Report(mode=mode, backend=backend, dtype=dtype)
+        report.results.append(TensorResult(name, "(forward/backward)", (), float("inf"), float("inf"), "-", None,
+                                           None, False, f"raised {type(err).__name__}: {err}"))
+        return report
 
 
 if __name__ == "__main__":

@@ -52,3 +52,12 @@ def test_cupy_backend_without_cupy_is_a_clean_error(tmp_path):
     proc = _run("--backend", "cupy", "--quick", "--only", "nn.linear", tmp_path=tmp_path)
     assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stderr}"
     assert "needs CuPy" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_gradient_check_jobs_keeps_order_and_exit_status():
+    """``--jobs 2`` (used by the benchmark's gradient-check target) checks in worker processes, in order."""
+    proc = subprocess.run([sys.executable, "-m", "gradients", "check", "nn.linear", "nn.softmax", "--mode", "fast",
+                           "--jobs", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    out = proc.stdout
+    assert 0 <= out.index("nn.linear") < out.index("nn.softmax"), out
