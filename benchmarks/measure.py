@@ -25,13 +25,18 @@ from typing import Callable
 MiB = 2.0 ** 20
 
 
-def median_time(run: Callable[[], None], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
-    """Median seconds of ``repeats`` calls of ``run`` after one warm-up call."""
+def median_time(run: Callable[[], None], repeats: int, sync: Callable[[], None] = lambda: None, *,
+                min_seconds: float = 0.25, max_repeats: int = 200) -> float:
+    """Median seconds of at least ``repeats`` calls of ``run`` after one warm-up call.
+
+    Fast runs repeat until ``min_seconds`` have passed (at most ``max_repeats`` runs), so that a
+    millisecond operation is the median of many samples, not of three scheduler accidents.
+    """
     run()
     sync()
-    times = []
+    times: list[float] = []
     gc.collect()
-    for _ in range(repeats):
+    while len(times) < repeats or (sum(times) < min_seconds and len(times) < max_repeats):
         start = time.perf_counter()
         run()
         sync()

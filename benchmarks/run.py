@@ -102,7 +102,7 @@ def bench(mechanism: Mechanism, *, dtype: str, repeats: int, quick: bool, backen
                 _, cache = forward(case)
                 backward(cache, cot)
 
-            row.oracle_s = measure.median_time(oracle, repeats, sync)
+            row.oracle_s = measure.median_time(oracle, repeats, sync, min_seconds=0.0 if quick else 0.25)
             if with_memory and backend == "numpy":
                 row.oracle_traced = measure.traced_peak(oracle)
                 row.oracle_rss = measure.rss_peak(oracle)
@@ -128,7 +128,7 @@ def _bench_torch(name, forward, case, cot_np, repeats, backend, with_memory, qui
     try:
         kind, run = torch_runner(name, forward, case, cot_np, n_heads=n_heads, device=device)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        seconds = measure.median_time(run, repeats, sync)
+        seconds = measure.median_time(run, repeats, sync, min_seconds=0.0 if quick else 0.25)
         rss = measure.rss_peak(run) if with_memory and device == "cpu" else math.nan
         return kind, seconds, rss
     except Exception as err:
