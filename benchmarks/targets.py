@@ -62,7 +62,7 @@ def reversible_depth(dtype=np.float64, **size: int) -> dict[str, Any]:
 
 
 def gradient_check_time(backend: str = "numpy") -> dict[str, Any]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "OPENBLAS_NUM_THREADS": str(THREADS)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}  # THREADS workers, one thread each
     start = time.perf_counter()
     command = [sys.executable, "-m", "gradients", "check", "--mode", "fast", "--backend", backend,
                "--jobs", str(THREADS)]
