@@ -341,10 +341,10 @@ def check_mechanism(mechanism: Mechanism, *, backend: str = "numpy", dtype: str 
         _, cache = mechanism.forward(case.replace(arrays))
         return mechanism.backward(cache, cot)
 
-    check = None
-    if mechanism.margin_check is not None:
-        def check(arrays: dict[str, Any]) -> None:
-            mechanism.margin_check(case.replace(arrays), 0.0)
+    def margins_hold(arrays: dict[str, Any]) -> None:
+        mechanism.margin_check(case.replace(arrays), 0.0)
+
+    check = margins_hold if mechanism.margin_check is not None else None
 
     report = check_gradients(fn, grad_fn, case.differentiable, mode=mode, name=mechanism.name, seed=seed,
                              method=method, check=check, max_elements=max_elements, **tol)

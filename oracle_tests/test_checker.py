@@ -14,12 +14,11 @@ step is exact to rounding, and complex inputs get dL/dRe + i dL/dIm.
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pytest

@@ -17,8 +17,8 @@ import torch.nn.functional as tf
 from gradients import check_mechanism
 from gradients.check import random_cotangents
 from gradients.compare import compare_torch
-from reference.architecture.compressive import (CompressiveConfig, CompressiveState, compressive_layer_backward,
-                                                compressive_layer_forward, compressive_segments_forward, init_state)
+from reference.architecture.compressive import (CompressiveConfig, compressive_layer_backward, compressive_layer_forward,
+                                                compressive_segments_forward, init_state)
 from reference.architecture.compressive_examples import VARIANTS, init_compressive_layer, sample_memory
 from reference.architecture.compressive_functions import compress_forward, most_used_rows
 from reference.backend import namespace, to_numpy

@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import CPU_BACKENDS, assert_array_like
-from gradients.check import check_mechanism, random_cotangents
+from conftest import CPU_BACKENDS
+from gradients.check import check_mechanism
 from gradients.compare import compare_torch
 from objectives_checks import assert_strict_matches_numpy
 from reference.backend import namespace, to_numpy
 from reference.objectives import entity_replacement_data as data
-from reference.objectives.entity_replacement import entity_replacement_backward, entity_replacement_forward
+from reference.objectives.entity_replacement import entity_replacement_forward
 from reference.registry import get
 from torch_bert import mlm_head, text_encoder
 
@@ -29,14 +29,6 @@ def test_gradient_check(backend: str) -> None:
     print(f"{NAME} [{backend}, full]: worst rel error {worst.max_rel_error:.2e} ({worst.tensor}; b_k excluded)")
 
 
-def test_gradients_keep_namespace_dtype_shape(xp) -> None:
-    mech = get(NAME)
-    case = mech.example(0, xp.float64, xp)
-    outputs, cache = mech.forward(case)
-    grads = mech.backward(cache, random_cotangents(outputs, 0))
-    assert set(grads) == set(case.differentiable), set(grads) ^ set(case.differentiable)
-    for k, v in case.differentiable.items():
-        assert_array_like(grads[k], xp=xp, dtype=v.dtype, shape=tuple(v.shape), name=k)
 
 
 def torch_wklm(p: dict, s: dict) -> dict:

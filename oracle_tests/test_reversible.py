@@ -21,8 +21,8 @@ from reference.architecture.reversible import (reversible_backward, reversible_f
                                                stored_backward, stored_forward)
 from reference.architecture.reversible_blocks import (LayerTape, ReversibleConfig, chunked_feed_forward_backward,
                                                       chunked_feed_forward_forward)
-from reference.architecture.reversible_examples import (FULL, LSH, SIZES, init_reversible_layers,
-                                                        sample_reversible_tapes, unflatten_params)
+from reference.architecture.reversible_examples import (FULL, LSH, init_reversible_layers, sample_reversible_tapes,
+                                                        unflatten_params)
 from reference.backend import namespace, to_numpy
 from reference.nn.feed_forward import feed_forward_backward, feed_forward_forward, init_feed_forward
 from reference.registry import get

@@ -56,7 +56,7 @@ import math
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace, scatter_add
-from ..random import generator, normal, uniform
+from ..random import generator, uniform
 from ..registry import Case, Mechanism, register
 from ..validate import require_float, require_index_range, require_shape
 

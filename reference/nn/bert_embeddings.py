@@ -39,7 +39,6 @@ class BertEmbeddingsCache(NamedTuple):
 def bert_embeddings_forward(ids: Any, params: dict[str, Any], *, segments: Any | None = None,
                             eps: float = 1e-5) -> tuple[Any, BertEmbeddingsCache]:
     """ids (B, T); params tok (V, E), pos (P, E), optional seg (G, E), ln_gamma, ln_beta (E,)."""
-    xp = array_namespace(params["tok"])
     require_float("pos", params["pos"])
     if ids.ndim != 2:
         raise ValueError(f"ids must have shape (batch, seq), got {tuple(ids.shape)}")

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backend import array_namespace
 from ..random import dropout_mask, generator, normal
 from ..registry import Case, Mechanism, register
-from ..validate import require_broadcastable, require_finite, require_float, require_shape
+from ..validate import require_broadcastable, require_finite, require_float
 from ._example import B, D, T
 
 sample_dropout_mask = dropout_mask

@@ -14,7 +14,7 @@ import math
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace, erf
-from ..random import generator, normal
+from ..random import generator
 from ..registry import Case, Mechanism, register
 from ..validate import require_finite, require_float
 from ._example import B, D, T

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace, one_hot
-from ..random import generator, integers, normal, uniform
+from ..random import generator, normal, uniform
 from ..registry import Case, Mechanism, register
 from ..validate import require_finite, require_float, require_int
 from ._example import B, T, V

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..random import generator, integers, normal
+from ..random import generator, integers
 from ..registry import Case, Mechanism, register
 from ..validate import require_bool, require_shape
 from .attention import ATTENTION_PARAMS, padding_mask

@@ -184,7 +184,6 @@ def electra_forward(ids: Any, pad: Any, masked: Any, generator_ids: Any, gumbel:
 def electra_backward(dloss: Any, cache: ElectraCache, *, dmlm_loss: Any = 0.0,
                      ddisc_loss: Any = 0.0) -> dict[str, Any]:
     """Gradients of ``dloss * L + dmlm_loss * L_MLM + ddisc_loss * L_Disc`` for every parameter."""
-    xp = array_namespace(dloss)
     # [combined loss]: L = L_MLM + lambda L_Disc.
     d_mlm = dloss + dmlm_loss
     d_disc = cache.disc_weight * dloss + ddisc_loss
