@@ -2,7 +2,7 @@
 
     python -m benchmarks                        every mechanism, float32 and float64: benchmarks/results/: table.md, results.json, ratios.png
     python -m benchmarks --only nn.attention    one mechanism (a name also selects its variants)
-    python -m benchmarks --quick                tiny sizes, 1 repeat (a smoke test, under a minute)
+    python -m benchmarks --quick                tiny sizes, 1 repeat, no memory runs (a smoke test, under a minute)
     python -m benchmarks scaling                time and memory against sequence length and depth (plots)
     python -m benchmarks targets                LSH at 65,536 tokens; reversible 48 vs 2 layers; the gradient check's time
     python -m benchmarks targets --only gradient_check     one of them (lsh, reversible, gradient_check)
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (median; default 5, quick 1)")
     parser.add_argument("--dtype", nargs="+", choices=("float32", "float64"), default=["float32", "float64"])
     parser.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and 1 repeat")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat, no memory runs (unless --memory)")
+    parser.add_argument("--memory", action="store_true", help="measure memory in --quick mode too")
     parser.add_argument("--batch", type=int, default=None, help="batch size of the realistic cases (default 8)")
     parser.add_argument("--no-torch", action="store_true", help="time the oracle only")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     for mechanism in mechanisms:
         for dtype in args.dtype:
             row = bench(mechanism, dtype=dtype, repeats=repeats, quick=args.quick, backend=args.backend,
-                        with_torch=not args.no_torch, with_memory=not args.no_memory)
+                        with_torch=not args.no_torch,
+                        with_memory=not args.no_memory and (args.memory or not args.quick))
             rows.append(row)
             print(f"{row.name:46s} {dtype:8s} oracle {1e3 * row.oracle_s:9.2f} ms  torch {1e3 * row.torch_s:9.2f} ms"
                   f"  ratio {row.ratio:6.2f}  {row.verdict()}" + (f"  [{row.error}]" if row.error else ""),

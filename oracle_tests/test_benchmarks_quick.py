@@ -22,7 +22,7 @@ def _run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
 
 def test_quick_attention_table(tmp_path):
     pytest.importorskip("torch")
-    proc = _run("--quick", "--only", "nn.attention", tmp_path=tmp_path)
+    proc = _run("--quick", "--memory", "--only", "nn.attention", tmp_path=tmp_path)
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     names = {(r["name"], r["dtype"]) for r in rows}
