@@ -6,6 +6,7 @@
     python -m benchmarks scaling                time and memory against sequence length and depth (plots)
     python -m benchmarks targets                LSH at 65,536 tokens; reversible 48 vs 2 layers; the gradient check's time
     python -m benchmarks targets --only gradient_check     one of them (lsh, reversible, gradient_check)
+    python -m benchmarks memory --only NAME    peak RSS of oracle and torch, each in a fresh process
     python -m benchmarks page                   docs/performance.md and its plots from benchmarks/results/
 """
 
@@ -50,7 +51,7 @@ def machine() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("suite", nargs="?", default="table", choices=("table", "scaling", "targets", "page"))
+    parser.add_argument("suite", nargs="?", default="table", choices=("table", "scaling", "targets", "page", "memory"))
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="mechanisms (and their variants)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (median; default 5, quick 1)")
     parser.add_argument("--dtype", nargs="+", choices=("float32", "float64"), default=["float32", "float64"])
@@ -86,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
 
         run_scaling(args.out, quick=args.quick, repeats=repeats, backend=args.backend)
         return 0
+    if args.suite == "memory":
+        from .memory import run_memory
+
+        return run_memory(args.out, names=args.only, dtypes=args.dtype, batch=args.batch or 8)
     if args.suite == "page":
         from .page import write_page
 

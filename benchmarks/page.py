@@ -75,6 +75,7 @@ def write_page(out: str) -> str:
         "TABLE": table or "(no table)",
         "TARGETS": _targets_text(targets) if targets else "(no targets measured)",
         "SCALING": _scaling_text(scaling) if scaling else "(no scaling measured)",
+        "MEMORY": _memory_text(_load(out, "memory.json")),
     }
     for key, value in parts.items():
         text = text.replace("{{" + key + "}}", value)
@@ -124,3 +125,11 @@ def _scaling_text(s: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(f"{1e3 * r['seconds']:.0f} ms, {r['peak_bytes'] / MiB:.0f} MiB"
                                                    for r in rows) + " |")
     return "\n".join(lines)
+
+
+def _memory_text(rows: Any) -> str:
+    if not rows:
+        return "(not measured: run `python -m benchmarks memory`)"
+    from .memory import memory_table
+
+    return memory_table(rows)
