@@ -53,9 +53,9 @@ from ..objectives.subtree_masking import (MaskedSDPACache, masked_attention_back
                                           padding_mask_tree, subtree_mask)
 from ..random import generator, normal
 from ..registry import Case, Mechanism, register
-from ..validate import require_float, require_shape
+from ..validate import require_shape
 from .tree_accumulation import AccumulationCache, hierarchical_accumulation_backward, hierarchical_accumulation_forward
-from .tree_input import TreeBatch, batch_trees, tree_from_static, tree_static
+from .tree_input import TreeBatch, batch_trees, require_tree_states, tree_from_static, tree_static
 
 PAPER = "Tree-structured Attention with Hierarchical Accumulation (Nguyen, Joty, Hoi, Socher, ICLR 2020)"
 TREE_PARAMS = ("w_q", "b_q", "w_k", "b_k", "w_v", "b_v", "w_o", "b_o", "u_s", "b_s")
@@ -82,14 +82,7 @@ def tree_attention_forward(x_leaves: Any, x_nodes: Any, params: dict[str, Any], 
                            layout: str = "concat", mask: str = "subtree") -> tuple[Any, TreeAttentionCache]:
     """Y (B, N + M, D), leaves first. params: TREE_PARAMS, plus e_vertical, e_horizontal for embeddings."""
     xp = array_namespace(x_leaves, x_nodes)
-    b, n, m = tree.membership.shape
-    require_float("x_leaves", x_leaves)
-    require_float("x_nodes", x_nodes)
-    require_shape("x_leaves", x_leaves, ["batch", "leaves", "d_model"], [b, n, None])
-    d = x_leaves.shape[2]
-    require_shape("x_nodes", x_nodes, ["batch", "nodes", "d_model"], [b, m, d])
-    if d % n_heads:
-        raise ValueError(f"d_model={d} must be divisible by n_heads={n_heads}")
+    b, n, m, d = require_tree_states(x_leaves, x_nodes, tree, n_heads)
     missing = [k for k in TREE_PARAMS if k not in params]
     if missing:
         raise ValueError(f"params is missing {missing}")

@@ -41,7 +41,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
-__all__ = ["Tree", "TreeBatch", "parse_tree", "batch_trees", "tree_static"]
+from ..validate import require_float, require_shape
+
+__all__ = ["Tree", "TreeBatch", "parse_tree", "batch_trees", "tree_static", "require_tree_states"]
 
 
 @dataclass(frozen=True)
@@ -246,3 +248,19 @@ def tree_static(tree: TreeBatch) -> dict[str, Any]:
 def tree_from_static(static: dict[str, Any]) -> TreeBatch:
     """Inverse of :func:`tree_static`."""
     return TreeBatch(**{k: static[f"tree.{k}"] for k in TreeBatch._fields})
+
+
+def require_tree_states(x_leaves: Any, x_nodes: Any, tree: TreeBatch, n_heads: int) -> tuple[int, int, int, int]:
+    """Leaf states (B, N, D) and node states (B, M, D) must fit ``tree`` and split into ``n_heads``.
+
+    Returns (B, N, M, D).
+    """
+    b, n, m = tree.membership.shape
+    require_float("x_leaves", x_leaves)
+    require_float("x_nodes", x_nodes)
+    require_shape("x_leaves", x_leaves, ["batch", "leaves", "d_model"], [b, n, None])
+    d = x_leaves.shape[2]
+    require_shape("x_nodes", x_nodes, ["batch", "nodes", "d_model"], [b, m, d])
+    if d % n_heads:
+        raise ValueError(f"d_model={d} must be divisible by n_heads={n_heads}")
+    return b, n, m, d

@@ -33,14 +33,14 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from ..attention.tree_input import TreeBatch, batch_trees, tree_from_static, tree_static
+from ..attention.tree_input import TreeBatch, batch_trees, require_tree_states, tree_from_static, tree_static
 from ..backend import MASKED_SCORE, array_namespace
 from ..nn.attention import ATTENTION_PARAMS, init_attention, merge_heads, split_heads
 from ..nn.linear import LinearCache, linear_backward, linear_forward
 from ..nn.softmax import SoftmaxCache, softmax_backward, softmax_forward
 from ..random import generator, normal
 from ..registry import Case, Mechanism, register
-from ..validate import require_bool, require_float, require_shape
+from ..validate import require_bool
 
 PAPER = "Tree-structured Attention with Hierarchical Accumulation (Nguyen, Joty, Hoi, Socher, ICLR 2020)"
 
@@ -117,14 +117,7 @@ def subtree_attention_forward(x_leaves: Any, x_nodes: Any, params: dict[str, Any
                               leaf_queries: str = "leaves") -> tuple[Any, SubtreeAttentionCache]:
     """Multi-head self-attention over Z = [leaves; nodes] (B, T, D) under the subtree mask."""
     xp = array_namespace(x_leaves, x_nodes)
-    b, n, m = tree.membership.shape
-    require_float("x_leaves", x_leaves)
-    require_float("x_nodes", x_nodes)
-    require_shape("x_leaves", x_leaves, ["batch", "leaves", "d_model"], [b, n, None])
-    d = x_leaves.shape[2]
-    require_shape("x_nodes", x_nodes, ["batch", "nodes", "d_model"], [b, m, d])
-    if d % n_heads:
-        raise ValueError(f"d_model={d} must be divisible by n_heads={n_heads}")
+    b, n, m, d = require_tree_states(x_leaves, x_nodes, tree, n_heads)
     z = xp.concat([x_leaves, x_nodes], axis=1)  # (B, T, D)
     q, qc = linear_forward(z, params["w_q"], params["b_q"])  # (B, T, D)
     k, kc = linear_forward(z, params["w_k"], params["b_k"])  # (B, T, D)
