@@ -41,19 +41,15 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from reference.backend import array_namespace, dtype_of, namespace, to_numpy
+from reference.random import random_cotangents
 from reference.registry import Mechanism
+from reference.tolerances import TOLERANCES
 
 from .numerical import directional_derivative, numerical_gradient
 
 __all__ = ["TOLERANCES", "TensorResult", "Report", "check_gradients", "check_forward_backward", "check_mechanism",
            "random_cotangents"]
 
-#: Default tolerances per dtype: rtol on each element, atol relative to the tensor's scale,
-#: and the rounding floor relative to max(1, |L|).
-TOLERANCES: dict[str, dict[str, float]] = {
-    "float64": {"rtol": 1e-6, "atol": 1e-7, "floor": 1e-10},
-    "float32": {"rtol": 3e-2, "atol": 1e-2, "floor": 1e-4},
-}
 
 
 #: Relative errors are measured against max(|element|, REL_FLOOR * largest gradient of the whole check).
@@ -141,21 +137,6 @@ def _dtype_name(x: Any) -> str:
 def _is_floating(x: Any) -> bool:
     xp = array_namespace(x)
     return bool(xp.isdtype(x.dtype, ("real floating", "complex floating")))
-
-
-def random_cotangents(outputs: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
-    """Gaussian cotangents for every floating output, complex for complex outputs."""
-    rng = np.random.default_rng(seed + 7919)
-    cot = {}
-    for name, out in outputs.items():
-        if not _is_floating(out):
-            continue
-        xp = array_namespace(out)
-        host = rng.standard_normal(tuple(out.shape))
-        if np.iscomplexobj(to_numpy(out)):
-            host = host + 1j * rng.standard_normal(tuple(out.shape))
-        cot[name] = xp.asarray(host, dtype=out.dtype)
-    return cot
 
 
 def _as_dict(outputs: Any) -> dict[str, Any]:
@@ -328,10 +309,11 @@ def check_forward_backward(forward: Callable[..., tuple[Any, Any]], backward: Ca
 
 
 def check_mechanism(mechanism: Mechanism, *, backend: str = "numpy", dtype: str = "float64", mode: str = "full",
-                    seed: int = 0, method: str = "richardson", max_elements: int | None = None) -> Report:
-    """Check a registered mechanism's backward on its seeded example."""
+                    seed: int = 0, method: str = "richardson", max_elements: int | None = None,
+                    config: Any = None) -> Report:
+    """Check a registered mechanism's backward on its seeded case at ``config`` (a dict of fields or a Config)."""
     xp = namespace(backend)
-    case = mechanism.example(seed, dtype_of(xp, dtype), xp)
+    case = mechanism.example(seed, dtype_of(xp, dtype), xp, config)
     tol = mechanism.tolerances.get(dtype, {})
 
     def fn(arrays: dict[str, Any]) -> dict[str, Any]:

@@ -38,18 +38,13 @@ import numpy as np
 
 from reference.backend import dtype_of, namespace, to_numpy
 from reference.fixtures import Fixture, load_fixture
-from reference.registry import Mechanism, get
+from reference.registry import Mechanism, get, oracle_run
+from reference.tolerances import COMPARE_TOLERANCES
 
 from .check import Report, TensorResult, random_cotangents
 
 __all__ = ["COMPARE_TOLERANCES", "ComparisonResult", "compare_arrays", "compare_torch", "compare_with_fixture"]
 
-#: Default tolerances for comparing two implementations (not finite differences): two
-#: float64 codes that agree to rounding differ by ~1e-15 relative.
-COMPARE_TOLERANCES: dict[str, dict[str, float]] = {
-    "float64": {"rtol": 1e-10, "atol": 1e-12},
-    "float32": {"rtol": 1e-4, "atol": 1e-5},
-}
 
 
 class ComparisonResult(TensorResult):
@@ -148,15 +143,11 @@ def compare_arrays(name: str, expected: Mapping[str, Any], actual: Mapping[str, 
     return report
 
 
-def _oracle_run(mechanism: Mechanism, seed: int, dtype: str):
+def _oracle_run(mechanism: Mechanism, seed: int, dtype: str, config: Any = None):
     """The oracle's case, outputs, cotangents and gradients on NumPy."""
     xp = namespace("numpy")
-    case = mechanism.example(seed, dtype_of(xp, dtype), xp)
-    outputs, cache = mechanism.forward(case)
-    cotangents = random_cotangents(outputs, seed)
-    grads = mechanism.backward(cache, cotangents)
-    return case, outputs, cotangents, grads
-
+    run = oracle_run(mechanism, mechanism.example(seed, dtype_of(xp, dtype), xp, config), seed)
+    return run.case, run.outputs, run.cotangents, run.grads
 
 
 def _host(t: Any) -> np.ndarray:

@@ -38,7 +38,8 @@ import numpy as np
 
 from . import __version__
 from .backend import dtype_of, namespace, to_numpy
-from .registry import Case, Mechanism, select
+from .registry import Case, Mechanism, oracle_run, select
+from .tolerances import COMPARE_TOLERANCES, TOLERANCES
 
 __all__ = ["GROUPS", "CONVENTIONS", "Fixture", "FixtureError", "FixtureIntegrityError", "export_fixture",
            "export_fixtures", "load_fixture", "fixture_paths"]
@@ -97,9 +98,14 @@ class Fixture:
                 return {k: move(v) for k, v in value.items()}
             return value
 
+        config = None
+        if self.meta.get("config") is not None:
+            from .registry import get
+
+            config = get(self.name).make_config(self.meta["config"])
         return Case(inputs={k: move(v) for k, v in self.inputs.items()},
                     params={k: move(v) for k, v in self.params.items()},
-                    static={k: move(v) for k, v in self.static.items()})
+                    static={k: move(v) for k, v in self.static.items()}, config=config)
 
 
 def _is_array(value: Any) -> bool:
@@ -164,16 +170,11 @@ def _sha256(data: bytes) -> str:
 
 
 def export_fixture(mechanism: Mechanism, out_dir: str | Path, *, seed: int = 0,
-                   dtype: str = "float64") -> list[Path]:
-    """Write ``NAME.npz`` and ``NAME.json`` for one mechanism; return both paths."""
-    from gradients.check import TOLERANCES, random_cotangents
-    from gradients.compare import COMPARE_TOLERANCES
-
+                   dtype: str = "float64", config: Any = None) -> list[Path]:
+    """Write ``NAME.npz`` and ``NAME.json`` for one mechanism at ``config``; return both paths."""
     xp = namespace("numpy")
-    case = mechanism.example(seed, dtype_of(xp, dtype), xp)
-    outputs, cache = mechanism.forward(case)
-    cotangents = random_cotangents(outputs, seed)
-    grads = mechanism.backward(cache, cotangents)
+    run = oracle_run(mechanism, mechanism.example(seed, dtype_of(xp, dtype), xp, config), seed)
+    case, outputs, cotangents, grads = run.case, run.outputs, run.cotangents, run.grads
     static_arrays: dict[str, np.ndarray] = {}
     static_tree = {key: _encode_static(value, key, static_arrays) for key, value in case.static.items()}
 
@@ -199,6 +200,7 @@ def export_fixture(mechanism: Mechanism, out_dir: str | Path, *, seed: int = 0,
         "sha256": _sha256(data),
         "shapes": {key: list(a.shape) for key, a in arrays.items()},
         "dtypes": {key: str(a.dtype) for key, a in arrays.items()},
+        "config": None if case.config is None else case.config.to_dict(),
         "static": static_tree,
         "tolerances": {"compare": COMPARE_TOLERANCES[dtype], "gradient_check": check_tol},
         "conventions": CONVENTIONS,
@@ -208,13 +210,17 @@ def export_fixture(mechanism: Mechanism, out_dir: str | Path, *, seed: int = 0,
 
 
 def export_fixtures(names: Iterable[str] | None, out_dir: str | Path, *, seed: int = 0,
-                    dtype: str = "float64") -> list[Path]:
-    """Export every named mechanism (a name also selects its variants; all when empty)."""
+                    dtype: str = "float64", config: Any = None) -> list[Path]:
+    """Export every named mechanism (a name also selects its variants; all when empty).
+
+    ``config`` (a dict of fields) applies to every selected mechanism, so it is meant for one
+    mechanism and its variants; each validates it and names a field it does not know.
+    """
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     paths: list[Path] = []
     for mechanism in select(list(names or [])):
-        paths.extend(export_fixture(mechanism, out_dir, seed=seed, dtype=dtype))
+        paths.extend(export_fixture(mechanism, out_dir, seed=seed, dtype=dtype, config=config))
     return paths
 
 

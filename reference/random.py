@@ -9,13 +9,13 @@ from these few functions.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .backend import from_numpy
+from .backend import array_namespace, from_numpy, to_numpy
 
-__all__ = ["generator", "normal", "uniform", "integers", "dropout_mask"]
+__all__ = ["generator", "normal", "uniform", "integers", "dropout_mask", "random_cotangents"]
 
 
 def generator(seed: int | np.random.Generator) -> np.random.Generator:
@@ -45,3 +45,22 @@ def dropout_mask(rng: np.random.Generator, shape: Sequence[int], rate: float, *,
         raise ValueError(f"rate must lie in [0, 1), got {rate}")
     keep = rng.uniform(size=tuple(shape)) >= rate
     return from_numpy(keep / (1.0 - rate), xp, dtype)
+
+
+def random_cotangents(outputs: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
+    """Gaussian cotangents for every floating output (complex for complex outputs), seeded by ``seed``.
+
+    The gradient checker, the fixture exporter and the comparisons all draw the same cotangents, so
+    a fixture's ``grads.*`` are reproducible from its seed.
+    """
+    rng = np.random.default_rng(seed + 7919)
+    cot = {}
+    for name, out in outputs.items():
+        xp = array_namespace(out)
+        if not xp.isdtype(out.dtype, ("real floating", "complex floating")):
+            continue
+        host = rng.standard_normal(tuple(out.shape))
+        if np.iscomplexobj(to_numpy(out)):
+            host = host + 1j * rng.standard_normal(tuple(out.shape))
+        cot[name] = xp.asarray(host, dtype=out.dtype)
+    return cot

@@ -1,22 +1,27 @@
 """Every mechanism as one record, so that tools can treat them all alike.
 
-A mechanism module ends with one or more calls::
+Each mechanism's configuration, case builder, edge configurations and
+registration live in one home, the same in every section:
+``reference/<section>/cases/<mechanism>.py``. It ends with one or more calls::
 
     register(Mechanism(
         name="attention.lsh", paper="Reformer (Kitaev et al., ICLR 2020)", section="attention",
-        example=example,      # (seed, dtype, xp) -> Case
-        forward=forward,      # (case) -> (outputs: dict of arrays, cache)
+        build=build,          # (seed, dtype, xp, config) -> Case
+        forward=forward,      # (case) -> (outputs: dict of arrays, cache); sizes and switches from case.config
         backward=backward,    # (cache, cotangents: dict) -> grads: dict over inputs and params
+        config=LshConfig,     # a reference.config.Config subclass; its defaults are the registered example
+        edge_configs={"one_chunk": {"seq_len": 4}, ...},  # named overrides that expose real bugs
     ))
 
 ``Case.inputs`` and ``Case.params`` hold the differentiable arrays (their names
 are distinct); ``Case.static`` holds everything else (integers, masks, trees,
-rotations, samples). ``backward`` returns a gradient for every name in
-``inputs`` and ``params``. Outputs whose dtype is not floating are not
-differentiated.
+rotations, samples); ``Case.config`` the validated configuration it was built
+from. ``backward`` returns a gradient for every name in ``inputs`` and
+``params``. Outputs whose dtype is not floating are not differentiated.
 
 Modules register on import. :func:`all_mechanisms` imports every module under
-the section packages, so adding a mechanism never means editing this file.
+the section packages (and their ``cases`` subpackages), so adding a mechanism
+never means editing this file.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-__all__ = ["Case", "Mechanism", "register", "get", "all_mechanisms", "SECTIONS"]
+from .config import Config
+
+__all__ = ["Case", "Mechanism", "OracleRun", "oracle_run", "register", "get", "all_mechanisms", "select", "SECTIONS"]
 
 SECTIONS = ("nn", "attention", "objectives", "embeddings", "architecture")
 
@@ -40,6 +47,8 @@ class Case:
     inputs: dict[str, Any]
     params: dict[str, Any]
     static: dict[str, Any] = field(default_factory=dict)
+    #: The validated configuration the case was built from (set by :meth:`Mechanism.example`).
+    config: Config | None = None
 
     def __post_init__(self) -> None:
         clash = set(self.inputs) & set(self.params)
@@ -65,14 +74,19 @@ class Mechanism:
     name: str
     paper: str
     section: str
-    example: Callable[[int, Any, ModuleType], Case]
+    #: (seed, dtype, xp, config) -> Case: the seeded case at a validated configuration.
+    build: Callable[..., Case]
     forward: Callable[[Case], tuple[dict[str, Any], Any]]
     backward: Callable[[Any, dict[str, Any]], dict[str, Any]]
     #: Extra tolerance context, e.g. ``{"float64": {"rtol": 1e-6}}``; most need none.
     tolerances: dict[str, dict[str, float]] = field(default_factory=dict)
-    #: Optional (case) -> None that raises if a finite-difference step could flip a
+    #: Optional (case, step) -> None that raises if a finite-difference step could flip a
     #: discrete decision (a hash bucket, an argmax); called by the checker.
     margin_check: Callable[[Case, float], None] | None = None
+    #: The configuration record the case is built from (defaults: the registered example).
+    config: type[Config] | None = None
+    #: Named edge configurations (overrides of the defaults) chosen to expose real bugs.
+    edge_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.section not in SECTIONS:
@@ -80,10 +94,55 @@ class Mechanism:
         if not self.name.startswith(self.section + "."):
             raise ValueError(f"name {self.name!r} must start with its section {self.section!r}")
 
+    def make_config(self, config: Config | Mapping[str, Any] | None = None, **changes: Any) -> Config | None:
+        """The validated configuration from ``None`` (defaults), a dict of fields or a Config instance."""
+        if self.config is None:
+            if config or changes:
+                raise ValueError(f"{self.name} has no configuration yet; got {dict(config or {}, **changes)}")
+            return None
+        return self.config.make(config, **changes)
+
+    def example(self, seed: int = 0, dtype: Any = None, xp: Any = None,
+                config: Config | Mapping[str, Any] | None = None) -> Case:
+        """The seeded case at ``config`` (defaults: float64 on NumPy, the registered configuration)."""
+        if xp is None:
+            from .backend import namespace
+
+            xp = namespace("numpy")
+        dtype = xp.float64 if dtype is None else dtype
+        resolved = self.make_config(config)
+        if resolved is None:
+            return self.build(seed, dtype, xp)
+        case = self.build(seed, dtype, xp, resolved)
+        return dataclasses.replace(case, config=resolved)
+
+    def edge_cases(self) -> dict[str, Config | None]:
+        """Every named edge configuration, validated."""
+        return {label: self.make_config(overrides) for label, overrides in self.edge_configs.items()}
+
     def run(self, case: Case) -> dict[str, Any]:
         """Outputs only (what the finite differences call)."""
         outputs, _ = self.forward(case)
         return outputs
+
+
+@dataclass(frozen=True)
+class OracleRun:
+    """The oracle at one case: its outputs, seeded random cotangents and the gradients they give."""
+
+    case: Case
+    outputs: dict[str, Any]
+    cotangents: dict[str, Any]
+    grads: dict[str, Any]
+
+
+def oracle_run(mechanism: Mechanism, case: Case, seed: int = 0) -> OracleRun:
+    """Forward, :func:`~reference.random.random_cotangents` from ``seed``, backward."""
+    from .random import random_cotangents
+
+    outputs, cache = mechanism.forward(case)
+    cotangents = random_cotangents(outputs, seed)
+    return OracleRun(case, outputs, cotangents, mechanism.backward(cache, cotangents))
 
 
 _REGISTRY: dict[str, Mechanism] = {}
@@ -107,7 +166,11 @@ def _import_all() -> None:
         package = importlib.import_module(f"reference.{section}")
         for info in pkgutil.iter_modules(package.__path__):
             if not info.name.startswith("_"):
-                importlib.import_module(f"reference.{section}.{info.name}")
+                module = importlib.import_module(f"reference.{section}.{info.name}")
+                if info.ispkg:  # reference.<section>.cases
+                    for sub in pkgutil.iter_modules(module.__path__):
+                        if not sub.name.startswith("_"):
+                            importlib.import_module(f"{module.__name__}.{sub.name}")
 
 
 def all_mechanisms() -> dict[str, Mechanism]:

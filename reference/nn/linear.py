@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace
-from ..random import generator, normal
-from ..registry import Case, Mechanism, register
+from ..random import normal
 from ..validate import require_finite, require_float, require_shape
 
 
@@ -61,22 +60,3 @@ def init_linear(rng, d_in: int, d_out: int, *, xp, dtype, bias: bool = True) -> 
     if bias:
         params["b"] = normal(rng, (d_out,), xp=xp, dtype=dtype, scale=0.1)
     return params
-
-
-def _example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    x = normal(rng, (2, 3, 5), xp=xp, dtype=dtype)
-    return Case(inputs={"x": x}, params=init_linear(rng, 5, 7, xp=xp, dtype=dtype))
-
-
-def _forward(case: Case):
-    y, cache = linear_forward(case.inputs["x"], case.params["w"], case.params["b"])
-    return {"y": y}, cache
-
-
-def _backward(cache, cot):
-    dx, grads = linear_backward(cot["y"], cache)
-    return {"x": dx, **grads}
-
-
-register(Mechanism("nn.linear", "building block", "nn", _example, _forward, _backward))

@@ -1,0 +1,1 @@
+"""The building blocks' configurations, case builders and registrations (one module per block)."""
