@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
                 print("(no configuration fields)")
                 return 0
             print(mechanism.config.describe())
+            if mechanism.defaults:
+                print("this variant's defaults: " + ", ".join(f"{k}={v!r}" for k, v in mechanism.defaults.items()))
+            if mechanism.realistic:
+                print("realistic size (benchmarks): " + ", ".join(f"{k}={v!r}" for k, v in mechanism.realistic.items()))
             if mechanism.edge_configs:
                 print("\nedge configurations (python -m gradients check NAME --edges):")
                 for label, overrides in mechanism.edge_configs.items():

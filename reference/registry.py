@@ -10,7 +10,9 @@ registration live in one home, the same in every section:
         forward=forward,      # (case) -> (outputs: dict of arrays, cache); sizes and switches from case.config
         backward=backward,    # (cache, cotangents: dict) -> grads: dict over inputs and params
         config=LshConfig,     # a reference.config.Config subclass; its defaults are the registered example
+        defaults={"causal": True},  # a variant's defaults, where they differ from the class's
         edge_configs={"one_chunk": {"seq_len": 4}, ...},  # named overrides that expose real bugs
+        realistic={"seq_len": 4096, ...},                  # a realistic size, for benchmarks
     ))
 
 ``Case.inputs`` and ``Case.params`` hold the differentiable arrays (their names
@@ -85,8 +87,12 @@ class Mechanism:
     margin_check: Callable[[Case, float], None] | None = None
     #: The configuration record the case is built from (defaults: the registered example).
     config: type[Config] | None = None
+    #: This variant's defaults where they differ from the configuration class's (``{"causal": True}``).
+    defaults: Mapping[str, Any] = field(default_factory=dict)
     #: Named edge configurations (overrides of the defaults) chosen to expose real bugs.
     edge_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Overrides for a realistic size (what the benchmarks and checks "at the user's sizes" run).
+    realistic: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.section not in SECTIONS:
@@ -100,7 +106,9 @@ class Mechanism:
             if config or changes:
                 raise ValueError(f"{self.name} has no configuration yet; got {dict(config or {}, **changes)}")
             return None
-        return self.config.make(config, **changes)
+        if isinstance(config, Config):
+            return self.config.make(config, **changes)
+        return self.config.make({**self.defaults, **(config or {})}, **changes)
 
     def example(self, seed: int = 0, dtype: Any = None, xp: Any = None,
                 config: Config | Mapping[str, Any] | None = None) -> Case:
