@@ -93,6 +93,10 @@ class Mechanism:
     edge_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Overrides for a realistic size (what the benchmarks and checks "at the user's sizes" run).
     realistic: Mapping[str, Any] = field(default_factory=dict)
+    #: Optional (cache) -> {name: array} of named intermediates in forward order (LSH buckets, sort
+    #: permutation, per-round outputs and log-sum-exps; each layer's hidden states; attention
+    #: probabilities), so a comparison can name the first that disagrees.
+    intermediates: Callable[[Any], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.section not in SECTIONS:
