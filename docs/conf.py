@@ -48,7 +48,7 @@ os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(_share), os.environ
 os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 
 root_doc = "index"
-exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store", "**/README.md", "**/.ipynb_checkpoints",
+exclude_patterns = ["conf.py", "_build", "_ext", "Thumbs.db", ".DS_Store", "**/README.md", "**/.ipynb_checkpoints",
                     "notebooks/*.ipynb", "notebooks/__pycache__"]
 suppress_warnings: list[str] = []
 
