@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from .backend import array_namespace
 
 __all__ = ["require_float", "require_int", "require_bool", "require_shape", "require_finite", "require_index_range",
-           "require_broadcastable"]
+           "require_broadcastable", "require_params"]
 
 
 def _xp(x: Any, name: str):
@@ -86,3 +86,15 @@ def require_broadcastable(name: str, x: Any, axes: Sequence[str], target: Sequen
     if not ok:
         want = ", ".join(str(t) for t in target)
         raise ValueError(f"{name} must broadcast to ({', '.join(axes)}) = ({want}), got {shape}")
+
+
+def require_params(params: Any, names: Sequence[str], *, argument: str = "params") -> None:
+    """``params`` must be a dict holding every name in ``names``, each a finite real floating array."""
+    if not isinstance(params, dict):
+        raise TypeError(f"{argument} must be a dict of arrays keyed by name, got {type(params).__name__}")
+    missing = [name for name in names if name not in params]
+    if missing:
+        raise ValueError(f"{argument} is missing {missing}")
+    for name in names:
+        require_float(f"{argument}[{name!r}]", params[name])
+        require_finite(f"{argument}[{name!r}]", params[name])
