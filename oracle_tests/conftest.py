@@ -1,8 +1,9 @@
 """Shared fixtures and assertions for the oracle's test suite.
 
 The ``xp`` fixture runs a test once per array backend (STYLE.md, tier (b)):
-``numpy``, ``array_api_strict`` (the CPU stand-in that proves CuPy will work)
-and ``cupy`` where it is importable (skipped otherwise)::
+``numpy``, ``array_api_strict`` (the CPU stand-in that proves CuPy will work),
+``torch`` (through array-api-compat, on cuda where present; skipped where torch
+is absent) and ``cupy`` where it is importable (skipped otherwise)::
 
     def test_something(xp):
         x = xp.asarray([1.0, 2.0], dtype=xp.float64)
@@ -28,11 +29,13 @@ import pytest
 from reference.backend import array_namespace, namespace, to_numpy
 
 _HAS_CUPY = importlib.util.find_spec("cupy") is not None
+_HAS_TORCH = importlib.util.find_spec("torch") is not None
 
-#: Every backend the suite knows, cupy skipped where absent.
+#: Every backend the suite knows, torch and cupy skipped where absent.
 BACKEND_PARAMS = [
     pytest.param("numpy", id="numpy"),
     pytest.param("array_api_strict", id="array_api_strict"),
+    pytest.param("torch", id="torch", marks=pytest.mark.skipif(not _HAS_TORCH, reason="torch is not installed")),
     pytest.param("cupy", id="cupy", marks=pytest.mark.skipif(not _HAS_CUPY, reason="CuPy is not installed")),
 ]
 
@@ -42,7 +45,7 @@ CPU_BACKENDS = ["numpy", "array_api_strict"]
 
 @pytest.fixture(params=BACKEND_PARAMS)
 def backend_name(request: pytest.FixtureRequest) -> str:
-    """The backend's name: "numpy", "array_api_strict" or "cupy"."""
+    """The backend's name: "numpy", "array_api_strict", "torch" or "cupy"."""
     return request.param
 
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import scipy.special
 
-from conftest import assert_array_like, xp_assert_close
+from conftest import _HAS_TORCH, assert_array_like, xp_assert_close
 from reference import backend
 from reference.backend import (MASKED_SCORE, _erf_series, erf, from_numpy, namespace, one_hot, scatter_add,
                                sum_to_shape, to_numpy)
 
 
-@pytest.mark.parametrize("name", ["numpy", "array_api_strict"])
+@pytest.mark.parametrize("name", ["numpy", "array_api_strict", "torch"])
 def test_namespace_by_name(name: str) -> None:
     xp = namespace(name)
     x = xp.asarray([1.0, 2.0], dtype=xp.float64)
@@ -32,7 +32,7 @@ def test_namespace_defaults_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
     assert namespace() is namespace("numpy")
 
 
-@pytest.mark.parametrize("bad", ["torch", "NumPy", "jax"])
+@pytest.mark.parametrize("bad", ["pytorch", "NumPy", "jax"])
 def test_bad_backend_name(bad: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match=rf"backend must be one of .*got '{bad}'"):
         namespace(bad)
@@ -46,6 +46,36 @@ def test_dtype_of_rejects_unknown() -> None:
     assert backend.dtype_of(xp, "float64") == xp.float64
     with pytest.raises(ValueError, match="dtype must be"):
         backend.dtype_of(xp, "int8")
+    with pytest.raises(ValueError, match="does not exist on backend"):
+        backend.dtype_of(xp, "bfloat16")
+
+
+def test_torch_device_and_bfloat16() -> None:
+    """torch: arrays land on the chosen device (cuda where present); bfloat16 exists and widens exactly to the host."""
+    torch = pytest.importorskip("torch")
+    xp = namespace("torch")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert backend.device_of(xp) == expected
+    host = np.array([1.0, -2.5, 3.0e-3])
+    x = from_numpy(host, xp, backend.dtype_of(xp, "bfloat16"))
+    assert x.dtype == torch.bfloat16 and x.device.type == expected
+    assert xp.zeros((2,)).device.type == expected, "arrays made by mechanism code must share the device"
+    back = to_numpy(x)
+    assert back.dtype == np.float32
+    assert np.array_equal(back, torch.tensor(host).to(torch.bfloat16).float().numpy())
+    with pytest.raises(ValueError, match="applies to the torch backend only"):
+        namespace("numpy", device="cuda")
+    with pytest.raises(ValueError, match="not usable here"):
+        namespace("torch", device="nonsense")
+
+
+def test_from_numpy_copies_on_torch() -> None:
+    pytest.importorskip("torch")
+    xp = namespace("torch")
+    host = np.arange(3.0)
+    x = from_numpy(host, xp)
+    host[0] = 7.0
+    assert to_numpy(x)[0] == 0.0, "a tensor must not share memory with the host array it came from"
 
 
 #: Measured (this grid, 2026-11): the series' worst relative error is 1.33e-15 (6 ulp, at x = -3.455;
@@ -89,7 +119,7 @@ def test_scatter_add_portable_equals_numpy() -> None:
     for n, i in enumerate(index):
         expected[i] += values[n]
     results = {}
-    for name in ("numpy", "array_api_strict"):
+    for name in ("numpy", "array_api_strict", *(("torch",) if _HAS_TORCH else ())):
         xp = namespace(name)
         out = scatter_add(xp.asarray(values), xp.asarray(index), 7)
         assert_array_like(out, xp=xp, dtype=xp.float64, shape=(7, 2, 3), name=f"scatter_add on {name}")

@@ -5,21 +5,31 @@ Mechanism code never imports NumPy. It takes its namespace from its inputs::
     xp = array_namespace(x)
 
 and uses only functions of the Python array API standard, so that the same
-code runs on NumPy (the default), CuPy, and array-api-strict (the strict
-stand-in that proves, on a CPU, that CuPy will work).
+code runs on NumPy (the default), CuPy, PyTorch (through array-api-compat),
+and array-api-strict (the strict stand-in that proves, on a CPU, that CuPy will
+work).
 
 Choosing a backend
 ------------------
-``namespace(name)`` returns the namespace for ``"numpy"``, ``"cupy"`` or
-``"array_api_strict"``. Without a name it reads the ``ORACLE_BACKEND``
+``namespace(name)`` returns the namespace for ``"numpy"``, ``"array_api_strict"``,
+``"torch"`` or ``"cupy"``. Without a name it reads the ``ORACLE_BACKEND``
 environment variable, and falls back to NumPy. The command lines take
 ``--backend``.
 
+Devices (torch)
+---------------
+Mechanism code creates arrays with ``xp.zeros(...)`` and the like without a
+``device=`` argument (one device is all NumPy and CuPy have). So on torch the
+device is the process's default: ``namespace("torch", device=...)`` (or
+``$ORACLE_DEVICE``; default ``"cuda"`` where CUDA is available, else ``"cpu"``)
+calls ``torch.set_default_device`` and ``from_numpy`` places arrays there.
+``device_of(xp)`` says which device that is.
+
 Helpers the standard lacks
 --------------------------
-Each helper below has a NumPy implementation, a CuPy implementation, and a
-portable implementation written in the standard alone (used for
-array-api-strict and any other namespace). The portable one is the
+Each helper below has a NumPy implementation, a CuPy implementation, a torch
+implementation, and a portable implementation written in the standard alone
+(used for array-api-strict and any other namespace). The portable one is the
 definition; the others are faster routes to the same numbers.
 
 * ``scatter_add(values, index, size)``: the backward of a gather/embedding.
@@ -42,13 +52,15 @@ from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace, is_array_api_strict_namespace
-from array_api_compat import is_cupy_namespace, is_numpy_namespace
+from array_api_compat import is_cupy_namespace, is_numpy_namespace, is_torch_namespace
 
 __all__ = [
     "BACKENDS",
     "MASKED_SCORE",
     "array_namespace",
+    "DTYPES",
     "namespace",
+    "device_of",
     "dtype_of",
     "from_numpy",
     "to_numpy",
@@ -58,7 +70,12 @@ __all__ = [
     "sum_to_shape",
 ]
 
-BACKENDS = ("numpy", "array_api_strict", "cupy")
+BACKENDS = ("numpy", "array_api_strict", "torch", "cupy")
+
+#: Dtype names the oracle knows; bfloat16 and float16 exist only on torch (and CuPy has float16).
+DTYPES = ("float32", "float64", "complex64", "complex128", "bfloat16", "float16")
+
+_TORCH_DEVICE: str | None = None
 
 #: The additive score given to masked attention entries. Finite on purpose:
 #: finite differences must never see ``inf - inf``; ``exp(-1e9 - max)`` is an
@@ -66,13 +83,20 @@ BACKENDS = ("numpy", "array_api_strict", "cupy")
 MASKED_SCORE = -1e9
 
 
-def namespace(name: str | None = None) -> ModuleType:
-    """Return the array namespace called ``name`` (or ``$ORACLE_BACKEND``, or NumPy)."""
+def namespace(name: str | None = None, device: str | None = None) -> ModuleType:
+    """Return the array namespace called ``name`` (or ``$ORACLE_BACKEND``, or NumPy).
+
+    ``device`` applies to torch only (see the module docstring); other backends refuse one.
+    """
     name = name or os.environ.get("ORACLE_BACKEND", "numpy")
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if device is not None and name != "torch":
+        raise ValueError(f"device={device!r} applies to the torch backend only, got backend {name!r}")
     if name == "numpy":
         return importlib.import_module("array_api_compat.numpy")
+    if name == "torch":
+        return _torch_namespace(device)
     if name == "cupy":
         try:
             importlib.import_module("cupy")
@@ -82,16 +106,49 @@ def namespace(name: str | None = None) -> ModuleType:
     return importlib.import_module("array_api_strict")
 
 
+def _torch_namespace(device: str | None) -> ModuleType:
+    global _TORCH_DEVICE
+    try:
+        import torch
+    except ImportError as err:  # pragma: no cover - depends on the machine
+        raise ImportError("backend 'torch' needs PyTorch: pip install torch") from err
+    device = device or os.environ.get("ORACLE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise ValueError(f"torch device {device!r} is not usable here: {err}") from err
+    if device != (_TORCH_DEVICE or "cpu"):
+        torch.set_default_device(device)  # costs a little on every torch call, so never done for the CPU default
+    _TORCH_DEVICE = device
+    return importlib.import_module("array_api_compat.torch")
+
+
+def device_of(xp: ModuleType) -> str:
+    """The device arrays of ``xp`` are made on: the torch default device, else ``"cpu"`` (``"cuda"`` for CuPy)."""
+    if is_torch_namespace(xp):
+        return _TORCH_DEVICE or "cpu"
+    return "cuda" if is_cupy_namespace(xp) else "cpu"
+
+
 def dtype_of(xp: ModuleType, name: str) -> Any:
-    """The dtype object ``xp.float64`` etc. for a dtype name."""
-    if name not in ("float32", "float64", "complex64", "complex128"):
-        raise ValueError(f"dtype must be float32, float64, complex64 or complex128, got {name!r}")
-    return getattr(xp, name)
+    """The dtype object ``xp.float64`` etc. for a dtype name (bfloat16 on torch only)."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    dtype = getattr(xp, name, None)
+    if dtype is None:
+        raise ValueError(f"dtype {name!r} does not exist on backend {getattr(xp, '__name__', xp)!r}")
+    return dtype
 
 
 def from_numpy(a: Any, xp: ModuleType, dtype: Any = None) -> Any:
-    """Move a host (NumPy) array onto the backend ``xp``."""
+    """Move a host (NumPy) array onto the backend ``xp`` (on torch: onto its default device)."""
     a = np.asarray(a)
+    if is_torch_namespace(xp):
+        import torch
+
+        # torch.from_numpy shares memory; copy so that the host array and the tensor stay independent.
+        t = torch.from_numpy(np.array(a, copy=True)).to(device_of(xp))
+        return t if dtype is None else t.to(dtype)
     if dtype is not None:
         return xp.asarray(a, dtype=dtype)
     return xp.asarray(a)
@@ -103,6 +160,10 @@ def to_numpy(x: Any) -> np.ndarray:
         return x
     if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
         return x.get()
+    if type(x).__module__.startswith("torch"):
+        x = x.detach().cpu()
+        # NumPy has no bfloat16: widen it (exactly) to float32 on the host.
+        return (x.float() if str(x.dtype) == "torch.bfloat16" else x).numpy()
     if type(x).__module__.startswith("array_api_strict"):
         # array-api-strict wraps a NumPy array; DLPack cannot carry bool, so ask the wrapper.
         return np.asarray(x._array)
@@ -135,6 +196,9 @@ def scatter_add(values: Any, index: Any, size: int) -> Any:
         out = cupy.zeros((size, *rest), dtype=values.dtype)
         cupyx.scatter_add(out, index, values)
         return out
+    if is_torch_namespace(xp):
+        out = xp.zeros((size, *rest), dtype=values.dtype)
+        return out.index_add_(0, index, values)
     # Portable: a one-hot matrix turns the scatter into a matmul. (size, N) @ (N, R)
     flat = xp.reshape(values, (values.shape[0], -1))  # (N, R)
     hot = one_hot(index, size, dtype=values.dtype)  # (N, size)
@@ -174,6 +238,10 @@ def erf(x: Any) -> Any:
         import cupyx.scipy.special
 
         return cupyx.scipy.special.erf(x)
+    if is_torch_namespace(xp):
+        import torch
+
+        return torch.special.erf(x)
     return _erf_series(x, xp=xp)
 
 
