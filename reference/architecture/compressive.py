@@ -41,32 +41,50 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace
-from ..nn.attention import ATTENTION_PARAMS, MHACache, causal_mask, mha_backward, mha_forward
-from ..nn.feed_forward import FFN_PARAMS, FeedForwardCache, feed_forward_backward, feed_forward_forward
-from ..nn.layer_norm import LayerNormCache, layer_norm_backward, layer_norm_forward
-from ..validate import require_float, require_shape
+from ..nn.attention import ATTENTION_PARAMS, MHACache, causal_mask, init_attention, mha_backward, mha_forward
+from ..nn.feed_forward import FFN_PARAMS, FeedForwardCache, feed_forward_backward, feed_forward_forward, init_feed_forward
+from ..nn.layer_norm import LayerNormCache, init_layer_norm, layer_norm_backward, layer_norm_forward
+from ..random import normal, uniform
+from ..validate import require_finite, require_float, require_shape
 from .compressive_functions import COMPRESSION_PARAMS, COMPRESSIONS, compress_forward, most_used_rows
 from .compressive_loss import (RECON_ATTENTION_PARAMS, REDUCTIONS, ReconstructionCache,
                                attention_reconstruction_backward, attention_reconstruction_forward)
 
 
+EVICTIONS = ("fifo", "algorithm1")
+USAGE_RANKINGS = ("mean", "sum")
+
+
 @dataclass(frozen=True)
 class CompressiveConfig:
+    """The layer's switches. Validated on construction (a bad value names the field)."""
+
     n_heads: int
-    kind: str = "conv"  # f_c: conv, mean, max, dilated, most_used
-    rate: int = 3  # c
-    kernel: int | None = None  # dilated conv taps (default c)
-    dilation: int = 2  # dilated conv
+    kind: str = "conv"  # f_c: conv, mean, max, dilated, most_used (§3.2)
+    rate: int = 3  # c (§3.2); 3 is the oracle's example size (lucidrains' cmem_ratio defaults to 4, l.170)
+    kernel: int | None = None  # dilated conv taps (default c) [U: the paper gives none]
+    dilation: int = 2  # dilated conv [U: the paper gives none]
     activation: str = "gelu"
     eps: float = 1e-5
-    reduction: str = "sum"  # L_attn: sum of squares, or mean
+    reduction: str = "sum"  # L_attn: sum of squares, or mean (lucidrains l.281 F.mse_loss)
     scale: float | None = None  # reconstruction scores' scale (None: 1/sqrt(Dh))
+    eviction: str = "fifo"  # "fifo": [m; h][:n_s] (lucidrains l.252); "algorithm1": m[:n_s] [paper, recalled]
+    usage: str = "mean"  # most-used ranking: average attention (§3.1 per paperswithcode) or "sum"
 
     def __post_init__(self) -> None:
-        if self.kind not in COMPRESSIONS:
-            raise ValueError(f"kind must be one of {COMPRESSIONS}, got {self.kind!r}")
-        if self.reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        for name in ("n_heads", "rate", "dilation"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"CompressiveConfig.{name} must be a positive integer, got {value!r}")
+        if self.kernel is not None and (isinstance(self.kernel, bool) or not isinstance(self.kernel, int)
+                                        or self.kernel < 1):
+            raise ValueError(f"CompressiveConfig.kernel must be None or a positive integer, got {self.kernel!r}")
+        for name, allowed in (("kind", COMPRESSIONS), ("reduction", REDUCTIONS), ("eviction", EVICTIONS),
+                              ("usage", USAGE_RANKINGS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"CompressiveConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not self.eps > 0:
+            raise ValueError(f"CompressiveConfig.eps must be positive, got {self.eps!r}")
 
 
 class CompressiveState(NamedTuple):
@@ -100,6 +118,27 @@ def init_state(batch: int, n_mem: int, n_cmem: int, d_model: int, *, xp, dtype) 
                             xp.zeros((batch, n_cmem, d_model), dtype=dtype), xp.zeros((batch, n_mem), dtype=dtype))
 
 
+def init_compressive_layer(rng, d_model: int, d_ff: int, config: CompressiveConfig, *, xp, dtype) -> dict[str, Any]:
+    """Attention, feed-forward, two layer norms, and theta_c (w_c (K, D, D), b_c (D,)) for the convs."""
+    params = {**init_attention(rng, d_model, xp=xp, dtype=dtype),
+              **init_feed_forward(rng, d_model, d_ff, xp=xp, dtype=dtype)}
+    for name in ("ln1", "ln2"):
+        ln = init_layer_norm(rng, d_model, xp=xp, dtype=dtype)
+        params[f"{name}_gamma"], params[f"{name}_beta"] = ln["gamma"], ln["beta"]
+    if COMPRESSION_PARAMS[config.kind]:
+        taps = config.rate if config.kind == "conv" else (config.kernel or config.rate)
+        params["w_c"] = normal(rng, (taps, d_model, d_model), xp=xp, dtype=dtype, scale=(taps * d_model) ** -0.5)
+        params["b_c"] = normal(rng, (d_model,), xp=xp, dtype=dtype, scale=0.1)
+    return params
+
+
+def sample_memory(rng, batch: int, n_mem: int, n_cmem: int, d_model: int, *, xp, dtype) -> CompressiveState:
+    """A random state: Gaussian memories and a continuous usage in [0, 1) (no ties in the most-used ranking)."""
+    return CompressiveState(normal(rng, (batch, n_mem, d_model), xp=xp, dtype=dtype),
+                            normal(rng, (batch, n_cmem, d_model), xp=xp, dtype=dtype),
+                            uniform(rng, (batch, n_mem), xp=xp, dtype=dtype))
+
+
 def compressive_layer_forward(h: Any, state: CompressiveState, params: dict[str, Any], config: CompressiveConfig, *,
                               bias: Any | None = None, dropout: dict[str, Any] | None = None,
                               frozen: dict[str, Any] | None = None) -> tuple[CompressiveOutputs, CompressiveCache]:
@@ -111,43 +150,56 @@ def compressive_layer_forward(h: Any, state: CompressiveState, params: dict[str,
     that the numbers differentiate the function the stop-gradients define (spec §1.8, §5 rule 5).
     """
     xp = array_namespace(h)
+    if not isinstance(state, CompressiveState):
+        raise TypeError(f"state must be a CompressiveState(mem, cmem, usage), got {type(state).__name__}")
+    if not isinstance(config, CompressiveConfig):
+        raise TypeError(f"config must be a CompressiveConfig, got {type(config).__name__}")
     mem, cmem, usage = state
-    require_float("h", h)
+    for name, x in (("h", h), ("state.mem", mem), ("state.cmem", cmem), ("state.usage", usage)):
+        require_float(name, x)
+        require_finite(name, x)
     require_shape("h", h, ["batch", "seq", "d_model"], [None, None, None])
     b, t, d = h.shape
+    if b == 0 or t == 0:
+        raise ValueError(f"h must have a non-empty batch and segment, got shape {tuple(h.shape)}")
     require_shape("state.mem", mem, ["batch", "n_mem", "d_model"], [b, None, d])
     require_shape("state.cmem", cmem, ["batch", "n_cmem", "d_model"], [b, None, d])
     require_shape("state.usage", usage, ["batch", "n_mem"], [b, mem.shape[1]])
+    if bool(xp.any(usage < 0)):
+        raise ValueError("state.usage must be non-negative (attention received), got a negative value")
     n_cm, n_m = cmem.shape[1], mem.shape[1]
-    if t % config.rate:
-        raise ValueError(f"h must have shape (batch, seq, d_model) with seq divisible by rate={config.rate}, "
-                         f"got {tuple(h.shape)}")
+    n_old = evicted_rows(t, n_m, config)  # rows f_c compresses
+    if n_old % config.rate:
+        raise ValueError(f"h must have shape (batch, seq, d_model) with the {n_old} evicted rows divisible by "
+                         f"rate={config.rate} (eviction={config.eviction!r}, n_mem={n_m}), got {tuple(h.shape)}")
     dropout = dropout or {}
-    z = xp.concat([cmem, mem, h], axis=1)  # (B, S, D)  Alg. 1: attend over [cm; m; h]
+    z = xp.concat([cmem, mem, h], axis=1)  # (B, S, D)                       Eq. (1): attend over [cm; m; h]
     mask = causal_mask(t, n_cm + n_m + t, xp=xp, offset=n_cm + n_m)  # (T, S)
     a, attention = mha_forward(h, z, {k: params[k] for k in ATTENTION_PARAMS}, n_heads=config.n_heads, mask=mask,
                                bias=bias, dropout_mask=dropout.get("attn_probs"))  # (B, T, D)
     drop_attn = dropout.get("attn")
     a = a if drop_attn is None else a * drop_attn
-    a1, ln1 = layer_norm_forward(h + a, params["ln1_gamma"], params["ln1_beta"], eps=config.eps)  # (B, T, D)
+    a1, ln1 = layer_norm_forward(h + a, params["ln1_gamma"], params["ln1_beta"], eps=config.eps)  # (B, T, D) Eq. (2)
     f, ffn = feed_forward_forward(a1, {k: params[k] for k in FFN_PARAMS}, activation=config.activation,
                                   dropout_mask=dropout.get("ffn_inner"))  # (B, T, D)
     drop_ffn = dropout.get("ffn")
     f = f if drop_ffn is None else f * drop_ffn
-    y, ln2 = layer_norm_forward(a1 + f, params["ln2_gamma"], params["ln2_beta"], eps=config.eps)  # (B, T, D)
+    y, ln2 = layer_norm_forward(a1 + f, params["ln2_gamma"], params["ln2_beta"], eps=config.eps)  # (B, T, D) Eq. (2)
 
     # FIFO update (Alg. 1 lines 6-8): no gradient flows through it.
     fifo = xp.concat([mem, h], axis=1)  # (B, Nm + T, D)
-    old_mem, new_mem = fifo[:, :t, :], fifo[:, t:, :]  # (B, T, D), (B, Nm, D)
+    old_mem, new_mem = fifo[:, :n_old, :], fifo[:, t:, :]  # (B, n_old, D), (B, Nm, D)   Eq. (3)
     theta_c = {k: params[k] for k in COMPRESSION_PARAMS[config.kind]}
     keep = None
     if config.kind == "most_used":
-        evicted_usage = xp.concat([usage, xp.zeros((b, t), dtype=usage.dtype)], axis=1)[:, :t]  # (B, T)
-        keep = most_used_rows(evicted_usage, t // config.rate)  # (B, C)
+        evicted_usage = xp.concat([usage, xp.zeros((b, t), dtype=usage.dtype)], axis=1)[:, :n_old]  # (B, n_old)
+        if config.usage == "mean":  # average attention per segment spent in memory (§3.1)
+            evicted_usage = evicted_usage / xp.asarray(usage_counts(n_old, n_m, t), dtype=usage.dtype)
+        keep = most_used_rows(evicted_usage, n_old // config.rate)  # (B, C)
     compressed, _ = compress_forward(old_mem, theta_c, kind=config.kind, rate=config.rate, kernel=config.kernel,
-                                     dilation=config.dilation, keep=keep)  # (B, C, D)
+                                     dilation=config.dilation, keep=keep)  # (B, C, D)     Eq. (4)
     n_new = compressed.shape[1]
-    new_cmem = xp.concat([cmem, compressed], axis=1)[:, n_new:, :]  # (B, Ncm, D)
+    new_cmem = xp.concat([cmem, compressed], axis=1)[:, n_new:, :]  # (B, Ncm, D)          Eq. (5)
     received = xp.mean(attention.attention.softmax.p, axis=(1, 2))  # (B, S) mean over heads and queries
     new_usage = xp.concat([usage + received[:, n_cm:n_cm + n_m], received[:, n_cm + n_m:]], axis=1)[:, t:]  # (B, Nm)
 
@@ -159,6 +211,17 @@ def compressive_layer_forward(h: Any, state: CompressiveState, params: dict[str,
         scale=config.scale, reduction=config.reduction)
     outputs = CompressiveOutputs(y, loss, CompressiveState(new_mem, new_cmem, new_usage), old_mem, compressed)
     return outputs, CompressiveCache(attention, drop_attn, ln1, ffn, drop_ffn, ln2, reconstruction, (n_cm, n_m, t))
+
+
+def evicted_rows(seq_len: int, n_mem: int, config: CompressiveConfig) -> int:
+    """How many rows leave the memory this segment: n_s ("fifo"), or min(n_s, n_m) ("algorithm1")."""
+    return seq_len if config.eviction == "fifo" else min(seq_len, n_mem)
+
+
+def usage_counts(n_old: int, n_mem: int, seq_len: int) -> list[float]:
+    """Segments each evicted row's usage sums over: ceil((Nm - j) / T) for memory slot j, 1 for a row of h
+    (never in memory; its usage is 0, so any positive count ranks it last)."""
+    return [float(-(-(n_mem - j) // seq_len)) if j < n_mem else 1.0 for j in range(n_old)]
 
 
 def compressive_layer_backward(dy: Any, dloss: Any, cache: CompressiveCache) -> tuple[Any, Any, Any, dict[str, Any]]:

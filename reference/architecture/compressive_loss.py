@@ -32,6 +32,7 @@ Paper symbol → name: h → ``h``, old_mem → ``old_mem``, Q/K/V → ``w_q``/`
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace
@@ -73,9 +74,9 @@ def attention_reconstruction_forward(h: Any, old_mem: Any, attn: dict[str, Any],
     v_c, v_cache = linear_forward(c, attn["w_v"], attn["b_v"])  # (B, C, D)
     out, a_cache = sdpa_forward(q, split_heads(k_c, n_heads), split_heads(v_c, n_heads), scale=scale)  # (B, H, T, Dh)
     residual = out - target  # (B, H, T, Dh)
-    loss = xp.sum(residual * residual)  # ()
+    loss = xp.sum(residual * residual)  # ()                                      Eq. (6)
     if reduction == "mean":
-        loss = loss / residual.size
+        loss = loss / math.prod(residual.shape)  # (array.size is a method on torch tensors)
     return loss, ReconstructionCache(c_cache, k_cache, v_cache, a_cache, residual, n_heads, reduction)
 
 
@@ -84,7 +85,7 @@ def attention_reconstruction_backward(dloss: Any, cache: ReconstructionCache) ->
     residual = cache.residual
     dout = 2.0 * dloss * residual  # (B, H, T, Dh)
     if cache.reduction == "mean":
-        dout = dout / residual.size
+        dout = dout / math.prod(residual.shape)
     _, dk, dv, _ = sdpa_backward(dout, cache.attention)  # dQ discarded: stop-gradient
     dc_k, _ = linear_backward(merge_heads(dk), cache.k_proj)  # (B, C, D); dW_K discarded
     dc_v, _ = linear_backward(merge_heads(dv), cache.v_proj)  # (B, C, D); dW_V discarded
