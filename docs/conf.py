@@ -21,15 +21,16 @@ author = "the oracle's maintainers"
 copyright = "2026, " + author
 version = release = reference.__version__
 
-# myst_nb parses the Markdown pages (it brings myst_parser) and the notebooks. The notebooks are
-# notebooks/*.py (jupytext py:percent), seen by Sphinx through the symlink docs/notebooks.
+# myst_nb parses the Markdown pages (it brings myst_parser) and the notebooks: notebooks/*.py
+# (jupytext py:percent), copied to docs/notebooks/ at each build by _ext/oracle_notebooks.py,
+# which also rewrites the repository-relative links between pages and notebooks for the site.
 # sphinx-mathjax-offline copies its MathJax 3 into _static/mathjax and points mathjax_path there.
-extensions = ["myst_nb", "sphinx.ext.mathjax", "sphinx-mathjax-offline"]
+extensions = ["myst_nb", "sphinx.ext.mathjax", "sphinx-mathjax-offline", "oracle_notebooks"]
 myst_enable_extensions = ["dollarmath", "amsmath", "deflist", "colon_fence"]
 myst_heading_anchors = 3
 myst_dmath_double_inline = True
 
-nb_custom_formats = {".py": ["oracle_notebooks.read_percent", {}]}
+nb_custom_formats = {".py": ["jupytext.reads", {"fmt": "py:percent"}]}
 # Executed at build time; "cache" re-executes only the notebooks whose code changed since the last
 # build (jupyter-cache in docs/_build/.jupyter_cache), so a clean build (CI) runs them all once.
 nb_execution_mode = "cache"
@@ -48,8 +49,7 @@ os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(_share), os.environ
 os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 
 root_doc = "index"
-exclude_patterns = ["conf.py", "_build", "_ext", "Thumbs.db", ".DS_Store", "**/README.md", "**/.ipynb_checkpoints",
-                    "notebooks/*.ipynb", "notebooks/__pycache__"]
+exclude_patterns = ["conf.py", "_build", "_ext", "Thumbs.db", ".DS_Store", "**/README.md", "**/.ipynb_checkpoints"]
 suppress_warnings: list[str] = []
 
 html_theme = "furo" if importlib.util.find_spec("furo") else "alabaster"

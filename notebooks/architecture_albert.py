@@ -12,7 +12,9 @@
 # ---
 
 # %% [markdown]
-# # ALBERT: factorized embeddings, cross-layer sharing, and layer-to-layer transitions
+# # ALBERT: factorized embeddings, cross-layer sharing and layer-to-layer transitions
+#
+# Docs page: [`docs/mechanisms/architecture.albert.md`](../docs/mechanisms/architecture.albert.md) (the equations and the derived backward).
 #
 # Lan et al. (ICLR 2020, arXiv:1909.11942). ALBERT cuts BERT's parameters in two ways: the vocabulary is
 # embedded in a small width $E$ and projected to the hidden width $H$ ($VE + EH$ instead of $VH$), and one

@@ -12,7 +12,9 @@
 # ---
 
 # %% [markdown]
-# # Compressive Transformer: memory filling and compressing, segment by segment
+# # Compressive Transformer: memories filling and compressing, segment by segment
+#
+# Docs page: [`docs/mechanisms/architecture.compressive.md`](../docs/mechanisms/architecture.compressive.md) (the equations and the derived backward).
 #
 # Rae et al. (ICLR 2020, arXiv:1911.05507). Each layer keeps a FIFO memory of its past inputs and a second
 # FIFO of *compressed* memories: when a segment of $n_s$ rows arrives, the oldest $n_s$ memories are evicted,
@@ -28,7 +30,7 @@ import numpy as np
 from gradients.check import check_mechanism
 from reference.architecture.compressive import (CompressiveConfig, compressive_layer_backward,
                                                 compressive_layer_forward, compressive_segments_forward, init_state)
-from reference.architecture.compressive_examples import init_compressive_layer
+from reference.architecture.compressive import init_compressive_layer
 from reference.backend import namespace, to_numpy
 from reference.registry import get
 

@@ -12,7 +12,9 @@
 # ---
 
 # %% [markdown]
-# # The Depth-Adaptive Transformer
+# # Depth-Adaptive Transformer: exits that stop early when they can
+#
+# Docs page: [`docs/mechanisms/architecture.depth_adaptive.md`](../docs/mechanisms/architecture.depth_adaptive.md) (the equations and the derived backward).
 #
 # Elbayad et al. (ICLR 2020) put an output classifier after **every** decoder block, so that an easy
 # token can leave the network early. A token that leaves keeps its state: upper blocks read a copy of it

@@ -12,7 +12,9 @@
 # ---
 
 # %% [markdown]
-# # Reversible layers: a backward pass that keeps no activations
+# # Reversible layers (Reformer): a backward pass that keeps no activations
+#
+# Docs page: [`docs/mechanisms/architecture.reversible.md`](../docs/mechanisms/architecture.reversible.md) (the equations and the derived backward).
 #
 # Reformer (Kitaev et al., ICLR 2020, §3) replaces residual blocks with RevNet couplings,
 # $Y_1 = X_1 + F(X_2)$, $Y_2 = X_2 + G(Y_1)$, so that each layer's inputs can be recomputed from its

@@ -12,7 +12,9 @@
 # ---
 
 # %% [markdown]
-# # eXtra hop attention (Transformer-XH)
+# # Extra-hop attention (Transformer-XH): information across an evidence graph
+#
+# Docs page: [`docs/mechanisms/attention.extra_hop.md`](../docs/mechanisms/attention.extra_hop.md) (the equations and the derived backward).
 #
 # Zhao et al., *Transformer-XH: Multi-Evidence Reasoning with eXtra Hop Attention*, ICLR 2020.
 # A question comes with several evidence passages linked in a graph. Transformer-XH encodes every

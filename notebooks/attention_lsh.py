@@ -12,7 +12,9 @@
 # ---
 
 # %% [markdown]
-# # Reformer LSH attention: buckets, sorted chunks, and the attention it computes
+# # LSH attention (Reformer): buckets, sorted chunks and the attention they compute
+#
+# Docs page: [`docs/mechanisms/attention.lsh.md`](../docs/mechanisms/attention.lsh.md) (the equations and the derived backward).
 #
 # Kitaev, Kaiser and Levskaya (ICLR 2020, arXiv:2001.04451). Full attention compares every query with
 # every key. Reformer shares queries and keys, hashes them with random rotations so that similar vectors

@@ -12,7 +12,9 @@
 # ---
 
 # %% [markdown]
-# # Long-Short Range Attention (Lite Transformer)
+# # Long-Short Range Attention (Lite Transformer): a global and a local branch
+#
+# Docs page: [`docs/mechanisms/attention.lsra.md`](../docs/mechanisms/attention.lsra.md) (the equations and the derived backward).
 #
 # Wu et al., *Lite Transformer with Long-Short Range Attention*, ICLR 2020 (arXiv:2004.11886).
 # LSRA splits the channels of every token in two: the first block goes through ordinary multi-head

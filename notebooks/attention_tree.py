@@ -12,7 +12,9 @@
 # ---
 
 # %% [markdown]
-# # Tree-structured attention: hierarchical accumulation and subtree masking
+# # Tree-structured attention: hierarchical accumulation, hierarchical embeddings and subtree masking
+#
+# Docs pages: [`docs/mechanisms/attention.tree.md`](../docs/mechanisms/attention.tree.md), [`docs/mechanisms/embeddings.hierarchical.md`](../docs/mechanisms/embeddings.hierarchical.md), [`docs/mechanisms/objectives.subtree_masking.md`](../docs/mechanisms/objectives.subtree_masking.md) (the equations and the derived backward).
 #
 # Nguyen, Joty, Hoi and Socher (ICLR 2020, arXiv:2002.08046) feed a constituency tree to
 # self-attention. The leaves are the tokens; every non-terminal node gets its own vector, built

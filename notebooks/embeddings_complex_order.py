@@ -12,7 +12,9 @@
 # ---
 
 # %% [markdown]
-# # Word order as rotation: position-aware complex embeddings
+# # Complex word-order embeddings: word order as rotation
+#
+# Docs page: [`docs/mechanisms/embeddings.complex_order.md`](../docs/mechanisms/embeddings.complex_order.md) (the equations and the derived backward).
 #
 # Wang, Zhao, Lioma, Li, Zhang and Simonsen (ICLR 2020, arXiv:1912.12333) make a word embedding a
 # *function of position*. Per dimension $k$,

@@ -14,6 +14,8 @@
 # %% [markdown]
 # # The gradient checker
 #
+# Docs page: [`docs/gradient-checker.md`](../docs/gradient-checker.md) (the equations and the derived backward).
+#
 # Every backward pass in this oracle is written by hand, so every one of them is
 # checked against numbers. This notebook shows how, on a building block whose
 # backward is easy to get subtly wrong: layer normalisation.

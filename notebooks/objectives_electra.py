@@ -14,6 +14,8 @@
 # %% [markdown]
 # # ELECTRA: replaced-token detection
 #
+# Docs page: [`docs/mechanisms/objectives.electra.md`](../docs/mechanisms/objectives.electra.md) (the equations and the derived backward).
+#
 # Clark et al. (ICLR 2020, arXiv:2003.10555). A small generator fills masked positions with samples
 # from its masked-LM softmax; a discriminator labels every token *original* or *replaced*. Both share
 # the token and position embeddings. The loss is $L = L_{MLM} + 50\, L_{Disc}$. This notebook builds

@@ -12,7 +12,9 @@
 # ---
 
 # %% [markdown]
-# # WKLM: type-constrained entity replacement
+# # Entity replacement (WKLM): type-constrained replacement and its detection loss
+#
+# Docs page: [`docs/mechanisms/objectives.entity_replacement.md`](../docs/mechanisms/objectives.entity_replacement.md) (the equations and the derived backward).
 #
 # Xiong et al. (ICLR 2020, arXiv:1912.09637). Entity mentions are replaced by other entities *of
 # the same type*; a binary classifier over the mention's first and last token states says whether

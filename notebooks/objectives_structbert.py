@@ -14,6 +14,8 @@
 # %% [markdown]
 # # StructBERT: word and sentence structural objectives
 #
+# Docs page: [`docs/mechanisms/objectives.structbert.md`](../docs/mechanisms/objectives.structbert.md) (the equations and the derived backward).
+#
 # Wang et al. (ICLR 2020, arXiv:1908.04577). On top of BERT's masked LM, StructBERT shuffles a few
 # trigrams of unmasked tokens and asks the model to put every token back (word objective), and
 # asks whether a second sentence is the next one, the previous one, or from another document

@@ -106,8 +106,8 @@ def test_notebook_and_page_link_both_ways(path):
         assert (ROOT / "docs" / page).is_file(), f"docs/{page} is missing"
         assert f"](../docs/{page})" in text, f"{path.name} does not link to docs/{page}"
         body = (ROOT / "docs" / page).read_text()
-        back = "../notebooks/" if page.startswith("mechanisms/") else "notebooks/"
-        assert f"]({back}{path.name})" in body, f"docs/{page} does not link to notebooks/{path.name}"
+        back = os.path.relpath(path, (ROOT / "docs" / page).parent)  # as the repository is browsed
+        assert f"]({back})" in body, f"docs/{page} does not link to notebooks/{path.name} as ({back})"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

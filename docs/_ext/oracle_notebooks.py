@@ -1,25 +1,62 @@
-"""How the docs read the notebooks: jupytext py:percent files from notebooks/ (seen as docs/notebooks/).
+"""The notebooks in the docs, and links that work both in the repository and in the built site.
 
-The notebooks link to the docs as a reader of the repository sees them, relative to
-``notebooks/``: ``../docs/mechanisms/attention.lsh.md``. Sphinx sees the same file at
-``docs/notebooks/attention_lsh.py``, from where that page is ``../mechanisms/attention.lsh.md``;
-:func:`read_percent` rewrites the ``../docs/`` prefix of Markdown links and nothing else.
+The notebooks live in ``notebooks/`` (jupytext py:percent). Sphinx reads only files under
+``docs/``, so at ``config-inited`` they are copied to ``docs/notebooks/`` (generated, ignored by
+git, refreshed on every build), where myst-nb renders and executes them.
+
+Links are written as a reader of the repository follows them: a mechanism page points to
+``../../notebooks/attention_lsh.py`` and the notebook points back to
+``../docs/mechanisms/attention.lsh.md``. At ``source-read`` each relative Markdown link is
+resolved from the file's place in the repository; one that lands on a notebook or on a docs
+page is rewritten relative to the document's place in the docs. Nothing else is changed.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+from pathlib import Path
 
-import jupytext
-import nbformat
+DOCS = Path(__file__).resolve().parents[1]
+ROOT = DOCS.parent
+SOURCE = ROOT / "notebooks"
+COPY = DOCS / "notebooks"
 
-_REPO_LINK = re.compile(r"\]\(\.\./docs/")
+_LINK = re.compile(r"\]\((?!#|[a-z][a-z0-9+.-]*:)([^)\s]+)\)")
 
 
-def read_percent(text: str) -> nbformat.NotebookNode:
-    """The notebook in ``text`` (jupytext py:percent), its links to docs/ made relative to docs/notebooks/."""
-    notebook = jupytext.reads(text, fmt="py:percent")
-    for cell in notebook.cells:
-        if cell.cell_type == "markdown":
-            cell.source = _REPO_LINK.sub("](../", cell.source)
-    return notebook
+def copy_notebooks(app, config) -> None:
+    """docs/notebooks/ := notebooks/*.py (mtimes kept, so an unchanged notebook is not re-read)."""
+    COPY.mkdir(exist_ok=True)
+    wanted = {p.name for p in SOURCE.glob("*.py")}
+    for stale in COPY.iterdir():
+        if stale.name not in wanted:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    for name in sorted(wanted):
+        src, dst = SOURCE / name, COPY / name
+        if not dst.is_file() or dst.read_bytes() != src.read_bytes():
+            shutil.copy2(src, dst)
+
+
+def docs_link(target: str, repo_dir: Path, docs_dir: Path) -> str:
+    """``target`` (relative to ``repo_dir`` in the repository) as seen from ``docs_dir``."""
+    path, sep, anchor = target.partition("#")
+    resolved = Path(os.path.normpath(repo_dir / path))
+    if resolved.parent == SOURCE and resolved.suffix == ".py":
+        resolved = COPY / resolved.name
+    elif not resolved.is_relative_to(DOCS):
+        return target
+    return os.path.relpath(resolved, docs_dir) + sep + anchor
+
+
+def rewrite_links(app, docname: str, source: list[str]) -> None:
+    docs_file = Path(app.env.doc2path(docname))
+    repo_dir = SOURCE if docs_file.parent == COPY else docs_file.parent
+    source[0] = _LINK.sub(lambda m: "](" + docs_link(m.group(1), repo_dir, docs_file.parent) + ")", source[0])
+
+
+def setup(app):
+    app.connect("config-inited", copy_notebooks)
+    app.connect("source-read", rewrite_links)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,92 @@
+"""The built docs typeset their equations in a real browser with no network.
+
+The docs are built (notebooks not executed: this test is about the pages) into a temporary
+folder, and headless Chromium opens a mechanism page from disk with every host name mapped to
+nowhere. After a virtual-time budget the DOM is dumped: every math node Sphinx wrote must now
+hold a MathJax ``mjx-container`` instead of its TeX. Separately, no page may show TeX that Markdown
+left unparsed (outside any math node). A screenshot is written
+beside the build (``page.png``) for a person to look at.
+
+Chromium is Debian's ``chromium`` package (``.ci/setup`` installs it when run as root); the
+test skips, saying so, only when no Chromium executable is found.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = "mechanisms/attention.lsh.html"
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+NO_NETWORK = "--host-resolver-rules=MAP * ~NOTFOUND"
+
+pytest.importorskip("sphinx")
+pytest.importorskip("myst_nb")
+
+
+def chromium() -> str:
+    for name in BROWSERS:
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("no Chromium executable on PATH (apt-get install chromium; .ci/setup does it as root)")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("html")
+    run = subprocess.run([sys.executable, "-m", "sphinx", "-q", "-b", "html", "-D", "nb_execution_mode=off",
+                          "-d", str(out / ".doctrees"), str(ROOT / "docs"), str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return out
+
+
+def raw_tex(html: str) -> list[str]:
+    """TeX outside math nodes, code and scripts: a ``$$`` or a ``$\\`` / ``\\(`` that Markdown did not parse."""
+    html = re.sub(r"<(script|pre|style|code)\b.*?</\1>", "", html, flags=re.S)
+    html = re.sub(r'<(span|div) class="math notranslate nohighlight">.*?</\1>', "", html, flags=re.S)
+    return [html[max(m.start() - 60, 0):m.end() + 40] for m in re.finditer(r"\$\$|\$\\|\\\(|\\\[", html)]
+
+
+def browse(html: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           NO_NETWORK, "--virtual-time-budget=20000", *args, html.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_mathjax_is_served_with_the_docs(built):
+    page = (built / PAGE).read_text()
+    scripts = re.findall(r'<script[^>]+src="([^"]*mathjax[^"]*)"', page, flags=re.I)
+    assert scripts, "the page loads no MathJax"
+    assert all("://" not in s for s in scripts), f"MathJax comes from the network: {scripts}"
+    for src in scripts:
+        assert (built / PAGE).parent.joinpath(src.split("?")[0]).resolve().is_file(), f"{src} is not in the build"
+
+
+def test_equations_are_typeset_in_chromium_without_network(built):
+    page = built / PAGE
+    math_nodes = len(re.findall(r'class="math notranslate nohighlight"', page.read_text()))
+    assert math_nodes > 20, f"{PAGE} has only {math_nodes} equations: the wrong page?"
+    dom = browse(page, "--dump-dom").stdout
+    assert "<body" in dom, "Chromium returned no DOM"
+    typeset = dom.count("<mjx-container")
+    assert typeset >= math_nodes, f"{typeset} of {math_nodes} equations typeset by MathJax"
+    untouched = re.findall(r'class="math notranslate nohighlight">\s*(?:\\\(|\\\[|\$)', dom)
+    assert not untouched, f"{len(untouched)} math nodes still hold their TeX after MathJax ran"
+    shot = built / "page.png"
+    browse(page, "--window-size=1200,1400", f"--screenshot={shot}")
+    assert shot.is_file() and shot.stat().st_size > 10_000, "no screenshot"
+
+
+@pytest.mark.parametrize("page", sorted(p.stem for p in (ROOT / "docs" / "mechanisms").glob("*.md")))
+def test_no_raw_tex_on_a_mechanism_page(built, page):
+    """Every ``$...$`` and ``$$...$$`` of the page became a math node (e.g. none split by a list marker)."""
+    left = raw_tex((built / "mechanisms" / f"{page}.html").read_text())
+    assert not left, f"docs/mechanisms/{page}.md: TeX left unparsed, shown raw: {left[:3]}"
