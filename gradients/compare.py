@@ -44,6 +44,7 @@ Entry points:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -535,6 +536,22 @@ def _judge(plan: _Plan, other: _Other, *, rtol: float | None, atol: float | None
     return report
 
 
+def _call(fn: Callable[..., Any], case: Case, inputs: Any, params: Any, static: Any) -> Any:
+    """``fn(inputs, params, static)``; also the configuration when ``fn`` has a ``config`` parameter
+    or a fourth required positional one."""
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return fn(inputs, params, static)
+    if "config" in parameters:
+        return fn(inputs, params, static, config=case.config)
+    required = [p for p in parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    if len(required) >= 4:
+        return fn(inputs, params, static, case.config)
+    return fn(inputs, params, static)
+
+
 def _split(result: Any, oracle_outputs: Mapping[str, Any], what: str) -> tuple[dict[str, Any], Any]:
     """The function's result as (outputs dict, intermediates or None); one bare tensor names the only output."""
     if not isinstance(result, Mapping):
@@ -559,7 +576,9 @@ def compare_torch(mechanism_or_name: Mechanism | str,
                   budget: Budget | None = None) -> ComparisonReport:
     """Run ``fn`` at the user's configuration and compare its outputs and autograd gradients with the oracle.
 
-    ``fn(inputs, params, static)`` receives dicts of torch tensors on
+    ``fn(inputs, params, static)`` (or ``fn(inputs, params, static, config)``,
+    which also receives the validated configuration: what a sweep's function
+    reads its sizes and switches from) receives dicts of torch tensors on
     ``device``: inputs and params are leaves with ``requires_grad=True`` in
     ``dtype``; static arrays (masks, ids, rotations, trees) become tensors, also
     inside lists, tuples and dicts, floating ones in ``dtype``; other values
@@ -593,7 +612,8 @@ def compare_torch(mechanism_or_name: Mechanism | str,
     leaves_in = {k: leaf(v) for k, v in plan.case.inputs.items()}
     leaves_params = {k: leaf(v) for k, v in plan.case.params.items()}
     static_t = _map_arrays(plan.case.static, lambda a: _to_torch(a, dtype, device))
-    outputs, named = _split(fn(leaves_in, leaves_params, static_t), plan.reference.outputs, "the torch function")
+    outputs, named = _split(_call(fn, plan.case, leaves_in, leaves_params, static_t), plan.reference.outputs,
+                            "the torch function")
     outputs = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(v)) for k, v in outputs.items()
                if v is not None}
 

@@ -28,7 +28,7 @@ from reference.config import Config
 from reference.registry import Mechanism
 
 from .budget import Budget
-from .compare import (ComparisonReport, _judge, _map_arrays, _mechanism, _Other, _plan, _real_dtype_name, _split,
+from .compare import (ComparisonReport, _call, _judge, _map_arrays, _mechanism, _Other, _plan, _real_dtype_name, _split,
                       sweep)
 from .complex import from_jax
 
@@ -109,7 +109,8 @@ def compare_jax(mechanism_or_name: Mechanism | str, fn: Callable[[dict[str, Any]
         cot = plan.reference.cotangents
 
         def differentiated(d: dict[str, Any]) -> Any:
-            outputs, named = _split(fn({**d["inputs"], **fixed_in}, {**d["params"], **fixed_params}, static_j),
+            outputs, named = _split(_call(fn, plan.case, {**d["inputs"], **fixed_in}, {**d["params"], **fixed_params},
+                                          static_j),
                                     plan.reference.outputs, "the JAX function")
             outputs = {k: v for k, v in outputs.items() if v is not None}
             primary = {k: outputs[k] for k in cot if k in outputs and inexact(outputs[k])
