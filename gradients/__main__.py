@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="also check every named edge configuration of each mechanism")
     check.add_argument("--backend", choices=BACKENDS, default=None,
                        help="array backend (default: $ORACLE_BACKEND or numpy)")
+    check.add_argument("--device", default=None,
+                       help="torch device for --backend torch (default: $ORACLE_DEVICE, else cuda where present, else cpu)")
     check.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     check.add_argument("--mode", choices=("full", "fast"), default="full",
                        help="full: every element; fast: random directions (dot-product test)")
@@ -61,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     try:  # an absent backend (cupy without CuPy) is one clean error, not a failure per mechanism
         from reference.backend import namespace
 
-        namespace(backend)
+        namespace(backend, args.device)
+        if args.device:
+            os.environ["ORACLE_DEVICE"] = args.device  # worker processes (--jobs) inherit it
     except (ImportError, ValueError) as err:
         return usage_error(f"--backend {backend}: {err}")
     try:

@@ -14,6 +14,7 @@ step is exact to rounding, and complex inputs get dL/dRe + i dL/dIm.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -163,6 +164,72 @@ def test_broken_backward_is_caught_and_named(case_name: str, mode: str, backend_
 def test_correct_backward_passes(good: str, mode: str) -> None:
     report = check_mechanism(GOOD[good], mode=mode)
     assert report.passed, report.table()
+
+
+def _linear_scaled_db_10pc(cache, cot):
+    out = _linear_good(cache, cot)
+    return {**out, "b": out["b"] * 1.1}
+
+
+#: In float32 the rtol is 3e-2, so the 0.1 % bias error is below what a float32 check resolves (a 10 % one is not),
+#: and a float32 gradient is right there.
+BROKEN_FLOAT32 = {k: v for k, v in BROKEN.items() if k not in ("bias_scaled_1.001", "float32_input_gradient")} | {
+    "bias_scaled_1.1": (_mech("lin_scaled_10", WIDE, _linear_forward, _linear_scaled_db_10pc), "b", "gradient of b"),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case_name", list(BROKEN_FLOAT32))
+def test_broken_backward_is_caught_in_float32(case_name: str, mode: str) -> None:
+    """The float32 floors and steps come from the measured rounding noise; they must not hide a real bug."""
+    mechanism, tensor, words = BROKEN_FLOAT32[case_name]
+    report = check_mechanism(mechanism, dtype="float32", mode=mode)
+    assert [r.tensor for r in report.failures] == [tensor], f"{case_name} ({mode}, float32):\n{report.table()}"
+    assert words in report.failures[0].describe()
+
+
+#: Mechanisms in which every tensor in turn gets a wrong gradient (a few, with small, medium and complex tensors).
+PLANTED = ["nn.attention", "attention.lsh", "nn.encoder_layer", "embeddings.complex_order"]
+
+
+def _planted(mechanism: Mechanism, tensor: str) -> Mechanism:
+    """The mechanism with ``tensor``'s gradient 0.1 % too large (or, where it is zero by structure, 1e-6 of the
+    largest gradient's size added): the smallest realistic slip, which fast mode must still catch."""
+    def backward(cache, cot):
+        grads = dict(mechanism.backward(cache, cot))
+        xp = array_namespace(grads[tensor])
+        largest = max(float(np.max(np.abs(to_numpy(g)))) for g in grads.values())
+        g = grads[tensor]
+        if float(np.max(np.abs(to_numpy(g)))) > 1e-8 * largest:
+            grads[tensor] = g * 1.001
+        else:
+            grads[tensor] = g + 1e-6 * largest * xp.ones_like(g)
+        return grads
+
+    return dataclasses.replace(mechanism, name=f"{mechanism.name}_planted", backward=backward)
+
+
+@pytest.mark.parametrize("name", PLANTED)
+def test_fast_mode_catches_a_bug_in_every_single_tensor(name: str) -> None:
+    """One direction per tensor is enough: a wrong gradient of any one tensor fails that tensor, and only it."""
+    mechanism = registry.get(name)
+    good = check_mechanism(mechanism, mode="fast")
+    assert good.passed, good.table()
+    for tensor in [r.tensor for r in good.results]:
+        report = check_mechanism(_planted(mechanism, tensor), mode="fast")
+        failed = [r.tensor for r in report.failures]
+        assert failed == [tensor], f"{name}: bug planted in {tensor}, failures name {failed}\n{report.table()}"
+
+
+def test_evaluation_count() -> None:
+    """Fast mode: the base point, the backward's forward, the noise measurement, and 2 per tensor (central)."""
+    mechanism = GOOD["linear_wide"]
+    fast = check_mechanism(mechanism, mode="fast")
+    assert fast.evaluations == 3 + 2 * 3, fast.evaluations
+    full = check_mechanism(mechanism, mode="full")
+    elements = 2 * 3 * 5 + 5 * 7 + 7  # x, w, b
+    assert full.evaluations == 3 + 4 * elements, full.evaluations
+    assert f"{full.evaluations} forward evaluations" in full.table()
 
 
 def test_scaled_gradient_error_is_measured() -> None:
