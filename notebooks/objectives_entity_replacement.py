@@ -39,6 +39,8 @@
 # construction as text, then where the gradient of $L_{ent}$ lands, then the finite-difference check.
 
 # %%
+import dataclasses
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -98,7 +100,7 @@ print({k: round(float(v), 4) for k, v in outputs.items()})
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.2), sharey=True)
 for row, ax in enumerate(axes):
-    one_row = type(case)(inputs={}, params=case.params, static={k: v[row:row + 1] for k, v in s.items()})
+    one_row = dataclasses.replace(case, static={k: v[row:row + 1] for k, v in s.items()})  # sentence `row` alone
     _, cache = mech.forward(one_row)
     grads = mech.backward(cache, {"loss": 0.0, "ent_loss": 1.0, "mlm_loss": 0.0})  # d L_ent only
     norm = np.linalg.norm(to_numpy(grads["pos"]), axis=-1)
