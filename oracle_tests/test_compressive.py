@@ -7,6 +7,7 @@ are ``detach()``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -19,7 +20,8 @@ from gradients.check import random_cotangents
 from gradients.compare import compare_torch
 from reference.architecture.compressive import (CompressiveConfig, compressive_layer_backward, compressive_layer_forward,
                                                 compressive_segments_forward, init_state)
-from reference.architecture.compressive_examples import VARIANTS, init_compressive_layer, sample_memory
+from reference.architecture.cases.compressive import VARIANTS
+from reference.architecture.compressive import init_compressive_layer, sample_memory, usage_counts
 from reference.architecture.compressive_functions import compress_forward, most_used_rows
 from reference.backend import namespace, to_numpy
 from reference.random import generator, normal
@@ -44,9 +46,35 @@ def test_random_directions_every_compression_function(name):
     assert report.passed, report.table()
 
 
-def test_random_directions_dilated_on_array_api_strict():
-    report = check_mechanism(get("architecture.compressive.dilated"), backend="array_api_strict", mode="fast")
+EDGES = [(name, label) for name in NAMES for label in get(name).edge_configs]
+
+
+@pytest.mark.parametrize("name, label", EDGES)
+def test_every_edge_configuration_random_directions(name, label):
+    mechanism = get(name)
+    report = check_mechanism(mechanism, backend="numpy", mode="fast", config=mechanism.edge_configs[label])
     assert report.passed, report.table()
+
+
+@pytest.mark.parametrize("label", ["memory_shorter_than_segment", "algorithm1_short_memory", "odd_sizes"])
+def test_edges_on_array_api_strict(label):
+    mechanism = get("architecture.compressive.most_used" if label == "algorithm1_short_memory"
+                    else "architecture.compressive.dilated")
+    report = check_mechanism(mechanism, backend="array_api_strict", mode="fast", config=mechanism.edge_configs[label])
+    assert report.passed, report.table()
+
+
+def test_conv_runs_on_torch_through_array_api_compat():
+    """Issue 15.2: the mechanism itself runs on torch tensors (``array.size`` is a method there)."""
+    torch_xp = pytest.importorskip("array_api_compat.torch")
+    mechanism = get("architecture.compressive.conv")
+    ours = mechanism.run(mechanism.example(0))
+    case = mechanism.example(0, torch_xp.float64, torch_xp)
+    outputs, cache = mechanism.forward(case)
+    grads = mechanism.backward(cache, {k: torch_xp.ones_like(v) for k, v in outputs.items()})
+    assert isinstance(outputs["loss_attn"], torch.Tensor) and set(grads) >= {"h", "w_c"}
+    for key in ours:
+        np.testing.assert_allclose(outputs[key].numpy(), to_numpy(ours[key]), rtol=1e-12, atol=1e-14)
 
 
 # --- (b) an independent torch implementation ------------------------------------------------------
@@ -64,7 +92,17 @@ def _heads(x, n_heads):
     return x.reshape(b, n, n_heads, d // n_heads).transpose(1, 2)
 
 
-def torch_compress(old, p, usage, config):
+def torch_ranking(usage, n_old, t, config):
+    """Usage of each evicted row: the state's usage (zero for rows of h), averaged per segment in memory."""
+    b, n_mem = usage.shape
+    rows = torch.cat([usage, torch.zeros(b, t, dtype=usage.dtype)], dim=1)[:, :n_old]
+    if config.usage == "sum":
+        return rows
+    segments = torch.tensor([math.ceil((n_mem - j) / t) if j < n_mem else 1 for j in range(n_old)], dtype=usage.dtype)
+    return rows / segments
+
+
+def torch_compress(old, p, usage, config, t=None):
     """f_c with torch's pooling and convolution; old (B, N, D)."""
     c, x = config.rate, old.transpose(1, 2)  # (B, D, N)
     if config.kind == "mean":
@@ -72,7 +110,8 @@ def torch_compress(old, p, usage, config):
     if config.kind == "max":
         return tf.max_pool1d(x, c).transpose(1, 2)
     if config.kind == "most_used":
-        top = torch.topk(usage[:, :old.shape[1]], old.shape[1] // c, dim=1).indices.sort(dim=1).values
+        ranked = torch_ranking(usage, old.shape[1], t, config)
+        top = torch.topk(ranked, old.shape[1] // c, dim=1).indices.sort(dim=1).values
         return torch.gather(old, 1, top[..., None].expand(-1, -1, old.shape[2]))
     weight = p["w_c"].permute(2, 1, 0)  # (D_out, D_in, K): tap r maps to W_r
     k = weight.shape[2]
@@ -105,7 +144,8 @@ def torch_layer(h, mem, cmem, p, usage, config, bias=None, drop=None, detach=Tru
     f = f * drop["ffn"] if "ffn" in drop else f
     y = _ln(a1 + f, p["ln2_gamma"], p["ln2_beta"])
     sg = (lambda x: x.detach()) if detach else (lambda x: x)
-    old = sg(torch.cat([mem, h], dim=1)[:, :t])
+    n_old = t if config.eviction == "fifo" else min(t, mem.shape[1])  # Alg. 1 reads m[:n_s]
+    old = sg(torch.cat([mem, h], dim=1)[:, :n_old])
     w = {k_: sg(p[k_]) for k_ in ("w_q", "b_q", "w_k", "b_k", "w_v", "b_v")}
     q_r = _heads(sg(h) @ w["w_q"] + w["b_q"], nh)
     scale = 1.0 / math.sqrt(d // nh) if config.scale is None else config.scale
@@ -114,14 +154,20 @@ def torch_layer(h, mem, cmem, p, usage, config, bias=None, drop=None, detach=Tru
         kk, vv = _heads(x @ w["w_k"] + w["b_k"], nh), _heads(x @ w["w_v"] + w["b_v"], nh)
         return torch.softmax(q_r @ kk.transpose(-1, -2) * scale, -1) @ vv
 
-    diff = content_attention(torch_compress(old, p, usage, config)) - content_attention(old)
+    diff = content_attention(torch_compress(old, p, usage, config, t)) - content_attention(old)
     loss = (diff ** 2).sum() if config.reduction == "sum" else (diff ** 2).mean()
     return y, loss
 
 
-@pytest.mark.parametrize("suffix", list(VARIANTS))
-def test_torch_autograd_agrees(suffix):
-    config, _ = VARIANTS[suffix]
+TWIN_CASES = [(name, None) for name in NAMES] + EDGES
+
+
+@pytest.mark.parametrize("name, label", TWIN_CASES)
+def test_torch_autograd_agrees(name, label):
+    mechanism = get(name)
+    if label is not None:  # the same comparison at an edge configuration
+        mechanism = dataclasses.replace(mechanism, defaults={**mechanism.defaults, **mechanism.edge_configs[label]})
+    config = mechanism.make_config().layer()
 
     def fn(inputs, params, static):
         drop = {k: _t(v) for k, v in static["dropout"].items()} if "dropout" in static else None
@@ -129,7 +175,7 @@ def test_torch_autograd_agrees(suffix):
                               bias=inputs.get("bias"), drop=drop)
         return {"y": y, "loss_attn": loss}
 
-    report = compare_torch(f"architecture.compressive{suffix}", fn, rtol=1e-10, atol=1e-12)
+    report = compare_torch(mechanism, fn, rtol=1e-10, atol=1e-12)
     assert report.passed, report.table()
 
 
@@ -139,7 +185,7 @@ def _setup(config, seed=3, xp=None, t=6, n_mem=7, n_cmem=5, d=4):
     xp = xp or namespace("numpy")
     rng = generator(seed)
     h = normal(rng, (2, t, d), xp=xp, dtype=xp.float64)
-    state = sample_memory(rng, 2, n_mem, n_cmem, d, xp=xp, dtype=xp.float64, gap=0.1, rate=config.rate)
+    state = sample_memory(rng, 2, n_mem, n_cmem, d, xp=xp, dtype=xp.float64)
     return h, state, init_compressive_layer(rng, d, 9, config, xp=xp, dtype=xp.float64)
 
 
@@ -256,3 +302,98 @@ def test_bad_input_names_the_argument():
         compress_forward(h, {"w_c": xp.zeros((2, 4, 4)), "b_c": xp.zeros(4)}, kind="conv", rate=3)
     with pytest.raises(TypeError, match="h must be a real floating array"):
         compressive_layer_forward(xp.zeros((2, 6, 4), dtype=xp.int64), state, params, config)
+
+
+def _bad(h, state, params, config, **change):
+    """One call with one argument replaced."""
+    args = {"h": h, "state": state, "params": params, "config": config}
+    for key, value in change.items():
+        if key.startswith("state_"):
+            args["state"] = args["state"]._replace(**{key[len("state_"):]: value})
+        else:
+            args[key] = value
+    compressive_layer_forward(args["h"], args["state"], args["params"], args["config"])
+
+
+def _nan(x):
+    y = np.array(to_numpy(x), copy=True)
+    y.flat[0] = np.nan
+    return namespace("numpy").asarray(y)
+
+
+BAD_INPUTS = [
+    ("h_nan", lambda h, s: {"h": _nan(h)}, ValueError, "h contains NaN"),
+    ("mem_nan", lambda h, s: {"state_mem": _nan(s.mem)}, ValueError, "state.mem contains NaN"),
+    ("cmem_inf", lambda h, s: {"state_cmem": s.cmem * np.inf}, ValueError, "state.cmem contains NaN"),
+    ("usage_nan", lambda h, s: {"state_usage": _nan(s.usage)}, ValueError, "state.usage contains NaN"),
+    ("usage_negative", lambda h, s: {"state_usage": -s.usage}, ValueError, "state.usage must be non-negative"),
+    ("h_list", lambda h, s: {"h": to_numpy(h).tolist()}, TypeError, "h must be an array"),
+    ("mem_tuple", lambda h, s: {"state_mem": tuple(to_numpy(s.mem).tolist())}, TypeError, "state.mem must be an array"),
+    ("h_int", lambda h, s: {"h": namespace("numpy").astype(h, namespace("numpy").int64)}, TypeError,
+     "h must be a real floating"),
+    ("usage_int", lambda h, s: {"state_usage": namespace("numpy").astype(s.usage, namespace("numpy").int64)},
+     TypeError, "state.usage must be a real floating"),
+    ("h_empty_batch", lambda h, s: {"h": h[:0], "state": s._replace(mem=s.mem[:0], cmem=s.cmem[:0],
+                                                                     usage=s.usage[:0])},
+     ValueError, "h must have a non-empty"),
+    ("h_empty_segment", lambda h, s: {"h": h[:, :0]}, ValueError, "h must have a non-empty"),
+    ("h_rank", lambda h, s: {"h": h[0]}, ValueError, "h must have shape"),
+    ("state_tuple", lambda h, s: {"state": tuple(s)}, TypeError, "state must be a CompressiveState"),
+]
+
+
+@pytest.mark.parametrize("label, change, error, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_parametrised(label, change, error, message):
+    config = CompressiveConfig(2, "most_used", 3)
+    h, state, params = _setup(config)
+    with pytest.raises(error, match=message):
+        _bad(h, state, params, config, **change(h, state))
+
+
+@pytest.mark.parametrize("field, value", [("dilation", 0), ("rate", 0), ("rate", -3), ("n_heads", 0),
+                                          ("kernel", 0), ("eviction", "lifo"), ("usage", "max"), ("eps", 0.0)])
+def test_bad_configuration_names_the_field(field, value):
+    base = {"n_heads": 2, "kind": "dilated", "rate": 3}
+    with pytest.raises(ValueError, match=f"CompressiveConfig.{field}"):
+        CompressiveConfig(**{**base, field: value})
+
+
+def test_most_used_ranks_by_average_attention_not_summed():
+    """§3.1 (paperswithcode's summary): memories are sorted by their *average* attention. With n_s = 6 not
+    dividing n_m = 9, the three oldest slots summed two segments and the next three one, so the sum and the
+    average pick different rows."""
+    assert usage_counts(6, 9, 6) == [2.0, 2.0, 2.0, 1.0, 1.0, 1.0]
+    xp = namespace("numpy")
+    rng = generator(0)
+    h = normal(rng, (1, 6, 4), xp=xp, dtype=xp.float64)
+    usage = xp.asarray([[0.9, 0.9, 0.9, 0.5, 0.5, 0.5, 0.1, 0.1, 0.1]])
+    state = CompressiveState(normal(rng, (1, 9, 4), xp=xp, dtype=xp.float64),
+                             normal(rng, (1, 2, 4), xp=xp, dtype=xp.float64), usage)
+    picked = {}
+    for ranking in ("mean", "sum"):
+        config = CompressiveConfig(2, "most_used", 2, usage=ranking)
+        params = init_compressive_layer(generator(1), 4, 5, config, xp=xp, dtype=xp.float64)
+        out, _ = compressive_layer_forward(h, state, params, config)
+        picked[ranking] = to_numpy(out.compressed)[0]
+    mem = to_numpy(state.mem)[0]
+    np.testing.assert_array_equal(picked["mean"], mem[3:6])  # 0.5 per segment beats 0.45
+    np.testing.assert_array_equal(picked["sum"], mem[0:3])  # 0.9 in total beats 0.5
+
+
+def test_eviction_rules_differ_only_when_memory_is_shorter_than_the_segment():
+    xp = namespace("numpy")
+    rng = generator(4)
+    h = normal(rng, (2, 6, 4), xp=xp, dtype=xp.float64)
+    for n_mem, same in ((9, True), (3, False)):
+        state = sample_memory(rng, 2, n_mem, 2, 4, xp=xp, dtype=xp.float64)
+        outs = {}
+        for rule in ("fifo", "algorithm1"):
+            config = CompressiveConfig(2, "mean", 3, eviction=rule)
+            params = init_compressive_layer(generator(1), 4, 5, config, xp=xp, dtype=xp.float64)
+            outs[rule], _ = compressive_layer_forward(h, state, params, config)
+        np.testing.assert_array_equal(to_numpy(outs["fifo"].state.mem), to_numpy(outs["algorithm1"].state.mem))
+        old_fifo, old_alg = to_numpy(outs["fifo"].old_mem), to_numpy(outs["algorithm1"].old_mem)
+        assert (old_fifo.shape == old_alg.shape and np.array_equal(old_fifo, old_alg)) == same
+        if not same:  # Alg. 1: only m leaves; h's oldest three rows fall out uncompressed
+            np.testing.assert_array_equal(old_alg, to_numpy(state.mem))
+            np.testing.assert_array_equal(old_fifo, np.concatenate([to_numpy(state.mem), to_numpy(h)[:, :3]], 1))
