@@ -6,6 +6,7 @@ sharing there is plain tensor reuse, so autograd sums the per-layer gradients by
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -18,14 +19,25 @@ from gradients.check import random_cotangents
 from gradients.compare import compare_torch
 from reference.architecture.albert import AlbertConfig, albert_backward, albert_forward, layer_keys
 from reference.architecture.albert import layer_transition_metrics
-from reference.architecture.albert_examples import HEADS, LAYERS, VARIANTS, example_size, sample_batch
+from reference.architecture.albert import albert_encoder_backward, albert_encoder_forward
+from reference.architecture.cases.albert import VARIANTS, AlbertCaseConfig
 from reference.architecture.albert_params import PAPER_ROWS, AlbertSize, count_parameters, init_albert
-from reference.architecture.albert_params import paper_millions, untie
+from reference.architecture.albert_params import paper_millions, sample_albert_batch, untie
 from reference.backend import namespace, to_numpy
 from reference.random import generator
 from reference.registry import get
 
 NAMES = [f"architecture.albert{suffix}" for suffix in VARIANTS]
+EXAMPLE = AlbertCaseConfig()
+LAYERS, HEADS = EXAMPLE.n_layers, EXAMPLE.n_heads
+
+
+def example_size(sharing):
+    return EXAMPLE.replace(sharing=sharing).size()
+
+
+def sample_batch(rng, *, xp):
+    return sample_albert_batch(rng, EXAMPLE.batch, EXAMPLE.seq_len, EXAMPLE.vocab, xp=xp)
 
 
 # --- (a) finite differences -----------------------------------------------------------------------
@@ -36,9 +48,31 @@ def test_random_directions_all_shared_with_dropout(backend):
     assert report.passed, report.table()
 
 
-@pytest.mark.parametrize("name", NAMES[1:])
+@pytest.mark.parametrize("name", NAMES[1:] + ["architecture.albert.encoder"])
 def test_random_directions_every_sharing_mode(name):
     report = check_mechanism(get(name), backend="numpy", mode="fast")
+    assert report.passed, report.table()
+
+
+EDGES = [(name, label) for name in NAMES + ["architecture.albert.encoder"] for label in get(name).edge_configs]
+
+
+@pytest.mark.parametrize("name, label", EDGES)
+def test_every_edge_configuration_random_directions(name, label):
+    mechanism = get(name)
+    report = check_mechanism(mechanism, backend="numpy", mode="fast", config=mechanism.edge_configs[label])
+    assert report.passed, report.table()
+
+
+@pytest.mark.parametrize("label", ["deep_stack", "fully_padded_row", "length_1", "no_pooler"])
+def test_encoder_edges_on_array_api_strict(label):
+    mechanism = get("architecture.albert.encoder")
+    report = check_mechanism(mechanism, backend="array_api_strict", mode="fast", config=mechanism.edge_configs[label])
+    assert report.passed, report.table()
+
+
+def test_every_element_all_shared_encoder():
+    report = check_mechanism(get("architecture.albert.encoder"), backend="numpy", mode="full")
     assert report.passed, report.table()
 
 
@@ -56,23 +90,25 @@ def _gelu(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
-def torch_albert(p, s, sharing):
+def torch_albert(p, s, config, pretraining=True):
+    sharing, n_layers, n_heads = config.sharing, config.n_layers, config.n_heads
     ids, seg, pad = s["ids"].long(), s["segments"].long(), s["pad"]
     drop = s.get("dropout")
     b, t = ids.shape
     x = _ln(p["tok"][ids] + p["pos"][:t] + p["seg"][seg], p["ln_gamma"], p["ln_beta"])
     if drop:
         x = x * _t(drop["emb"])
-    x = x @ p["proj_w"] + p["proj_b"]
+    if "proj_w" in p:
+        x = x @ p["proj_w"] + p["proj_b"]
     d = x.shape[-1]
-    dh = d // HEADS
-    for layer in range(LAYERS):
+    dh = d // n_heads
+    for layer in range(n_layers):
         attn = "block_" if sharing in ("all", "attention") else f"layer{layer}_"
         ffn = "block_" if sharing in ("all", "ffn") else f"layer{layer}_"
         dl = {k: _t(v) for k, v in drop["layers"][layer].items()} if drop else {}
 
         def heads(y, name):
-            return (y @ p[attn + "w_" + name] + p[attn + "b_" + name]).view(b, t, HEADS, dh).transpose(1, 2)
+            return (y @ p[attn + "w_" + name] + p[attn + "b_" + name]).view(b, t, n_heads, dh).transpose(1, 2)
 
         scores = heads(x, "q") @ heads(x, "k").transpose(-1, -2) / math.sqrt(dh)
         probs = torch.softmax(scores.masked_fill(~pad[:, None, None, :], -1e9), -1)
@@ -85,6 +121,8 @@ def torch_albert(p, s, sharing):
         f = inner @ p[ffn + "w_2"] + p[ffn + "b_2"]
         f = f * dl["ffn"] if dl else f
         x = _ln(x + f, p[ffn + "ln2_gamma"], p[ffn + "ln2_beta"])
+    if not pretraining:
+        return {"h": x, "pooled": torch.tanh(x[:, 0] @ p["pool_w"] + p["pool_b"])} if "pool_w" in p else {"h": x}
     sop_logits = torch.tanh(x[:, 0] @ p["pool_w"] + p["pool_b"]) @ p["sop_w"] + p["sop_b"]
     sop_loss = tf.cross_entropy(sop_logits, s["sop_labels"].long())
     z = _ln(_gelu(x @ p["mlm_w"] + p["mlm_b"]), p["mlm_ln_gamma"], p["mlm_ln_beta"])
@@ -94,12 +132,45 @@ def torch_albert(p, s, sharing):
     return {"h": x, "sop_logits": sop_logits, "loss": mlm_loss + sop_loss}
 
 
-@pytest.mark.parametrize("suffix", list(VARIANTS))
-def test_torch_autograd_agrees(suffix):
-    sharing = VARIANTS[suffix][0]
-    report = compare_torch(f"architecture.albert{suffix}", lambda i, p, s: torch_albert(p, s, sharing),
-                           rtol=1e-10, atol=1e-12)
+TWIN_CASES = [(name, None) for name in NAMES + ["architecture.albert.encoder"]] + EDGES
+
+
+@pytest.mark.parametrize("name, label", TWIN_CASES)
+def test_torch_autograd_agrees(name, label):
+    mechanism = get(name)
+    if label is not None:  # the same comparison at an edge configuration
+        mechanism = dataclasses.replace(mechanism, defaults={**mechanism.defaults, **mechanism.edge_configs[label]})
+    config = mechanism.make_config()
+    pretraining = not name.endswith(".encoder")
+    report = compare_torch(mechanism, lambda i, p, s: torch_albert(p, s, config, pretraining), rtol=1e-10,
+                           atol=1e-12)
     assert report.passed, report.table()
+
+
+def test_intermediates_are_each_layers_attention_and_hidden_state_in_forward_order():
+    mechanism = get("architecture.albert.encoder")
+    _, cache = mechanism.forward(mechanism.example(0))
+    named = mechanism.intermediates(cache)
+    expected = ["hidden0"] + [x for n in range(1, LAYERS + 1) for x in (f"layer{n}.attention_probs", f"hidden{n}")]
+    assert list(named) == expected
+    assert tuple(named["layer1.attention_probs"].shape) == (EXAMPLE.batch, HEADS, EXAMPLE.seq_len, EXAMPLE.seq_len)
+
+
+def test_encoder_is_the_pretraining_model_without_its_heads():
+    """Same draws: the encoder's params are the model's minus SOP/MLM, and h, pooled agree exactly."""
+    xp = namespace("numpy")
+    full = get("architecture.albert.not_shared").example(0)
+    enc = get("architecture.albert.encoder").example(0, config={"sharing": "none"})
+    assert set(full.params) - set(enc.params) == {"sop_w", "sop_b", "mlm_w", "mlm_b", "mlm_ln_gamma",
+                                                  "mlm_ln_beta", "mlm_out_bias"}
+    s = full.static
+    out, cache = albert_forward(s["ids"], s["segments"], s["pad"], full.params, AlbertConfig(LAYERS, HEADS, "none"),
+                                mlm_targets=s["mlm_targets"], sop_labels=s["sop_labels"])
+    enc_out, enc_cache = albert_encoder_forward(s["ids"], s["segments"], s["pad"], enc.params,
+                                                AlbertConfig(LAYERS, HEADS, "none"))
+    np.testing.assert_array_equal(to_numpy(enc_out.h), to_numpy(out.h))
+    grads = albert_encoder_backward(None, enc_cache, dpooled=xp.ones_like(enc_out.pooled))
+    assert set(grads) == set(enc.params)
 
 
 # --- (c) paper properties ---------------------------------------------------------------------------
@@ -219,6 +290,8 @@ def test_bad_input_names_the_argument():
     s = sample_batch(rng, xp=xp)
     with pytest.raises(ValueError, match="sharing must be one of"):
         AlbertConfig(3, 2, "groups")
+    with pytest.raises(ValueError, match="AlbertConfig.n_heads must be a positive integer"):
+        AlbertConfig(3, 0)
     with pytest.raises(ValueError, match=r"pad must have shape"):
         albert_forward(s["ids"], s["segments"], s["pad"][:, :4], params, AlbertConfig(LAYERS, HEADS),
                        mlm_targets=s["mlm_targets"], sop_labels=s["sop_labels"])
@@ -228,3 +301,35 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match=r"ids must lie in \[0, 11\)"):
         albert_forward(s["ids"] + 11, s["segments"], s["pad"], params, AlbertConfig(LAYERS, HEADS),
                        mlm_targets=s["mlm_targets"], sop_labels=s["sop_labels"])
+
+
+def _albert_call(s, params, **change):
+    args = {**s, **change}
+    albert_forward(args["ids"], args["segments"], args["pad"], params, AlbertConfig(LAYERS, HEADS),
+                   mlm_targets=args["mlm_targets"], sop_labels=args["sop_labels"])
+
+
+BAD = [
+    ("segments_out_of_range", lambda s, xp: {"segments": s["segments"] + 2}, ValueError, r"segments must lie in"),
+    ("sop_labels_2", lambda s, xp: {"sop_labels": s["sop_labels"] + 2}, ValueError, r"sop_labels must lie in"),
+    ("mlm_targets_too_large", lambda s, xp: {"mlm_targets": xp.where(s["mlm_targets"] >= 0, s["mlm_targets"] + 11,
+                                                                     s["mlm_targets"])},
+     ValueError, "mlm_targets must lie in"),
+    ("mlm_targets_float", lambda s, xp: {"mlm_targets": xp.astype(s["mlm_targets"], xp.float64)}, TypeError,
+     "mlm_targets must be an integer"),
+    ("ids_list", lambda s, xp: {"ids": to_numpy(s["ids"]).tolist()}, TypeError, "ids must be an array"),
+    ("pad_int", lambda s, xp: {"pad": xp.astype(s["pad"], xp.int64)}, TypeError, "pad must be a boolean"),
+    ("ids_float", lambda s, xp: {"ids": xp.astype(s["ids"], xp.float64)}, TypeError, "ids must be an integer"),
+    ("ids_empty", lambda s, xp: {"ids": s["ids"][:, :0]}, ValueError, "ids must have a non-empty shape"),
+    ("ids_rank", lambda s, xp: {"ids": s["ids"][0]}, ValueError, "ids must have a non-empty shape"),
+]
+
+
+@pytest.mark.parametrize("label, change, error, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_parametrised(label, change, error, message):
+    xp = namespace("numpy")
+    rng = generator(1)
+    params = init_albert(rng, example_size("all"), xp=xp, dtype=xp.float64)
+    s = sample_batch(rng, xp=xp)
+    with pytest.raises(error, match=message):
+        _albert_call(s, params, **change(s, xp))

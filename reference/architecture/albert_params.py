@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..nn.attention import init_attention
 from ..nn.bert_embeddings import init_bert_embeddings
 from ..nn.feed_forward import init_feed_forward
@@ -93,8 +95,11 @@ PAPER_ROWS: dict[tuple[str, str], tuple[AlbertSize, int]] = {
 }
 
 
-def init_albert(rng, size: AlbertSize, *, xp, dtype) -> dict[str, Any]:
-    """Every parameter of the model once: a shared tensor is one array keyed "block_<name>"."""
+def init_albert(rng, size: AlbertSize, *, xp, dtype, pooler: bool = True, heads: bool = True) -> dict[str, Any]:
+    """Every parameter of the model once: a shared tensor is one array keyed "block_<name>".
+
+    pooler / heads: include the pooler (pool_w, pool_b) / the SOP and MLM heads; the draws of the other
+    parameters do not depend on them."""
     params = init_bert_embeddings(rng, size.vocab, size.positions, size.embedding, xp=xp, dtype=dtype,
                                   n_segments=size.types)
     if size.embedding != size.hidden:
@@ -111,10 +116,32 @@ def init_albert(rng, size: AlbertSize, *, xp, dtype) -> dict[str, Any]:
             params.setdefault(keys[name], block[name])  # a shared key keeps its first draw
     pool = init_linear(rng, size.hidden, size.hidden, xp=xp, dtype=dtype)
     sop = init_linear(rng, size.hidden, 2, xp=xp, dtype=dtype)
-    params.update({"pool_w": pool["w"], "pool_b": pool["b"], "sop_w": sop["w"], "sop_b": sop["b"]})
     mlm = init_mlm_head(rng, size.hidden, size.embedding, size.vocab, xp=xp, dtype=dtype)
-    params.update({k: mlm[v] for k, v in MLM_KEYS.items()})
+    if pooler:
+        params.update({"pool_w": pool["w"], "pool_b": pool["b"]})
+    if heads:
+        params.update({"sop_w": sop["w"], "sop_b": sop["b"], **{k: mlm[v] for k, v in MLM_KEYS.items()}})
     return params
+
+
+def sample_albert_batch(rng, batch: int, seq_len: int, vocab: int, *, xp, padded: int = 1,
+                        n_targets: int = 2) -> dict[str, Any]:
+    """Token ids, segment ids (A then B, the split drawn per row), a padding mask (the last ``padded`` tokens of
+    the last row), MLM targets at ``n_targets`` real positions per row (-100 elsewhere) and SOP labels
+    alternating 0 (in order), 1 (swapped)."""
+    ids = rng.integers(0, vocab, (batch, seq_len))
+    split = rng.integers(1, seq_len + 1, (batch, 1)) if seq_len > 1 else np.ones((batch, 1), dtype=np.int64)
+    segments = (np.arange(seq_len)[None, :] >= split).astype(np.int64)
+    pad = np.ones((batch, seq_len), dtype=bool)
+    pad[-1, seq_len - padded:] = False
+    targets = np.full((batch, seq_len), -100, dtype=np.int64)
+    for row in range(batch):
+        real = np.flatnonzero(pad[row])
+        chosen = rng.choice(real, size=min(n_targets, real.size), replace=False)
+        targets[row, chosen] = rng.integers(0, vocab, chosen.size)
+    return {"ids": xp.asarray(ids, dtype=xp.int64), "segments": xp.asarray(segments, dtype=xp.int64),
+            "pad": xp.asarray(pad), "mlm_targets": xp.asarray(targets, dtype=xp.int64),
+            "sop_labels": xp.asarray(np.arange(batch) % 2, dtype=xp.int64)}
 
 
 def untie(params: dict[str, Any], n_layers: int, sharing: str) -> dict[str, Any]:
