@@ -33,7 +33,7 @@ import numpy as np
 
 from gradients import check_mechanism
 from reference.attention.lsra import LSRAConfig, lsra_backward, lsra_forward
-from reference.attention.lsra_examples import init_lsra
+from reference.attention.lsra import init_lsra
 from reference.backend import namespace, to_numpy
 from reference.registry import get
 

@@ -1,21 +1,23 @@
 """eXtra hop attention of Transformer-XH: the first tokens of linked evidence sequences attend to each other.
 
 Zhao, Xiong, Rosset, Song, Bennett, Tiwary, "Transformer-XH: Multi-Evidence Reasoning with eXtra Hop
-Attention", ICLR 2020 (OpenReview r1eIiCNYwS; the PDF was not re-read, see the docs page);
-authors' code microsoft/Transformer-XH ``transformer-xh/model/model.py`` (``GraphAttention``,
-``TransformerXHEncoder``); spec attention.md §4.
+Attention", ICLR 2020 (OpenReview r1eIiCNYwS; page 4, Eq. (8)-(9), read for spec findings.md);
+authors' code microsoft/Transformer-XH at ``953d8d4``, ``transformer-xh/model/model.py`` (``GraphAttention``
+l.21-85, ``TransformerXHEncoder`` l.130-164); spec attention.md §4.
 The layer and node head built from these hops: :mod:`reference.attention.extra_hop_layer`.
 
 Axes: N nodes (evidence sequences of one graph), D width, H hop heads, Dh = D / H head width,
 E edges. ``adjacency`` (N, N) bool: adjacency[v, u] is True when the edge u -> v exists (v receives
 from u). in(v) = {u : adjacency[v, u]}.
 
-Variant "paper" (default; spec §4.4, Variant B), for first-token states c (N, D):
+Variant "paper" (default: the paper's page 4 describes hop query, key and value projections, a dot-product
+attention over the neighbours' [CLS], and the merge Linear([h ; hhat]) of Eq. (8); findings.md [paper];
+spec §4.4 Variant B), for first-token states c (N, D):
 
     q = c W_hq + b_hq,  k = c W_hk + b_hk,  v = c W_hv + b_hv            separate hop projections
     hhat[v] = sum_{u in in(v)} softmax_u(q[v] . k[u] / sqrt(Dh)) v[u]    per head, neighbours only (hop attention)
     hhat[v] = 0 when in(v) is empty                                      (DGL zero-in-degree semantics)
-    c'[v]   = [c[v] | hhat[v]] W_comb + b_comb                           the paper's Linear([h ; hhat])
+    c'[v]   = [c[v] | hhat[v]] W_comb + b_comb                           the paper's Linear([h ; hhat]), Eq. (8)
 
 Variant "gat" (the released code; spec §4.3, Variant A), per head j owning slice j of c:
 
@@ -45,6 +47,8 @@ w_hv; the merge Linear = w_comb, b_comb; e_{tau eta} (edge) = adjacency[tau, eta
   both variants (DGL's reduce is not called and the field keeps its zero initialiser; spec §4.1).
   A self-loop is an ordinary edge: a node attends to itself only when adjacency[v, v] is set; none is added.
 * Components never interact: the softmax runs over in(v) only.
+* Not read in the paper, so chosen here and named: the score scale 1/sqrt(Dh) per hop head (the paper's
+  text as recorded gives no scale), no self-edge added, per-head projections as in nn.attention.
 * The code variant's GAT dropouts (``feat_drop``, ``attn_drop`` = 0.6) are constructed but never applied
   (spec X4), so the oracle has none.
 """
@@ -55,9 +59,10 @@ from typing import Any, NamedTuple
 
 from ..backend import MASKED_SCORE, array_namespace, one_hot
 from ..nn.attention import SDPACache, merge_heads, sdpa_backward, sdpa_forward, split_heads
-from ..nn.linear import LinearCache, linear_backward, linear_forward
+from ..nn.linear import LinearCache, init_linear, linear_backward, linear_forward
 from ..nn.softmax import SoftmaxCache, softmax_backward, softmax_forward
-from ..validate import require_bool, require_float, require_index_range, require_shape
+from ..random import normal
+from ..validate import require_bool, require_finite, require_float, require_index_range, require_params, require_shape
 
 VARIANTS = ("paper", "gat")
 PAPER_HOP_PARAMS = ("w_hq", "b_hq", "w_hk", "b_hk", "w_hv", "b_hv", "w_comb", "b_comb")
@@ -94,6 +99,8 @@ def adjacency_from_edges(edges: Any, n_nodes: int) -> Any:
     """(E, 2) integer pairs (u, v) meaning u -> v  ->  (N, N) bool with [v, u] set. Duplicates collapse."""
     xp = array_namespace(edges)
     require_shape("edges", edges, ["edges", "(source, destination)"], [None, 2])
+    if n_nodes < 1:
+        raise ValueError(f"n_nodes must be >= 1, got {n_nodes}")
     require_index_range("edges", edges, n_nodes)
     src = one_hot(edges[:, 0], n_nodes, dtype=xp.float64)  # (E, N)
     dst = one_hot(edges[:, 1], n_nodes, dtype=xp.float64)  # (E, N)
@@ -103,15 +110,16 @@ def adjacency_from_edges(edges: Any, n_nodes: int) -> Any:
 def _check(c: Any, adjacency: Any, params: dict[str, Any], n_heads: int, names: tuple[str, ...]) -> None:
     require_float("c", c)
     require_shape("c", c, ["nodes", "d_model"], [None, None])
+    if 0 in c.shape:
+        raise ValueError(f"c must be non-empty (nodes, d_model >= 1), got shape {tuple(c.shape)}")
+    require_finite("c", c)
     n, d = c.shape
     require_bool("adjacency", adjacency)
     require_shape("adjacency", adjacency, ["nodes (destination)", "nodes (source)"], [n, n])
     if n_heads < 1 or d % n_heads:
-        raise ValueError(f"d_model={d} must be divisible by n_heads={n_heads}")
-    missing = [name for name in names if name not in params]
-    if missing:
-        raise ValueError(f"params is missing {missing}")
-    require_shape("w_comb", params["w_comb"], ["2 d_model", "d_model"], [2 * d, d])
+        raise ValueError(f"d_model={d} must be divisible by hop heads n_heads={n_heads} (>= 1)")
+    require_params(params, names)
+    require_shape("params['w_comb']", params["w_comb"], ["2 d_model", "d_model"], [2 * d, d])
 
 
 def paper_hop_forward(c: Any, adjacency: Any, params: dict[str, Any], *, n_heads: int) -> tuple[Any, PaperHopCache]:
@@ -126,7 +134,7 @@ def paper_hop_forward(c: Any, adjacency: Any, params: dict[str, Any], *, n_heads
                                     mask=adjacency[None, None, ...])  # (1, H, N, Dh) neighbours only
     has_in = xp.astype(xp.any(adjacency, axis=1), c.dtype)[:, None]  # (N, 1)
     hhat = merge_heads(heads)[0, ...] * has_in  # (N, D) zero message without neighbours
-    out, combine = linear_forward(xp.concat([c, hhat], axis=-1), params["w_comb"], params["b_comb"])  # (N, D)
+    out, combine = linear_forward(xp.concat([c, hhat], axis=-1), params["w_comb"], params["b_comb"])  # (N, D)  Eq. (8)
     return out, PaperHopCache(q_proj, k_proj, v_proj, attention, has_in, combine, n_heads)
 
 
@@ -223,3 +231,23 @@ def hop_margins(c: Any, adjacency: Any, params: dict[str, Any], *, n_heads: int)
     big = float(xp.max(xp.abs(cache.s))) + 1.0
     on_edges = xp.where(adjacency[None, ...], xp.abs(cache.s), xp.full_like(cache.s, big))  # (H, N, N)
     return float(min(float(xp.min(on_edges)), float(xp.min(xp.abs(cache.pre)))))
+
+
+def init_hop(rng, d_model: int, hop_heads: int, variant: str, *, xp, dtype) -> dict[str, Any]:
+    """Hop parameters: w_h{q,k,v}, b_h{q,k,v} (paper) or w_fc, a_l, a_r, w_res (gat); and w_comb, b_comb."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    params: dict[str, Any] = {}
+    if variant == "paper":
+        for name in "qkv":
+            p = init_linear(rng, d_model, d_model, xp=xp, dtype=dtype)
+            params[f"w_h{name}"], params[f"b_h{name}"] = p["w"], p["b"]
+    else:
+        dh = d_model // hop_heads
+        params["w_fc"] = normal(rng, (dh, dh), xp=xp, dtype=dtype, scale=dh ** -0.5)
+        params["a_l"] = normal(rng, (hop_heads, dh), xp=xp, dtype=dtype)
+        params["a_r"] = normal(rng, (hop_heads, dh), xp=xp, dtype=dtype)
+        params["w_res"] = normal(rng, (dh, dh), xp=xp, dtype=dtype, scale=dh ** -0.5)
+    comb = init_linear(rng, 2 * d_model, d_model, xp=xp, dtype=dtype)
+    params["w_comb"], params["b_comb"] = comb["w"], comb["b"]
+    return params

@@ -55,7 +55,7 @@ from ..nn.conv1d import (DepthwiseConvCache, depthwise_conv1d_backward, depthwis
 from ..nn.linear import LinearCache, linear_backward, linear_forward
 from ..nn.losses import sigmoid
 from ..nn.softmax import SoftmaxCache, softmax_backward, softmax_forward
-from ..validate import require_float, require_shape
+from ..validate import require_finite, require_float, require_shape
 
 HEAD_LAYOUTS = ("contiguous", "interleaved")
 
@@ -85,6 +85,7 @@ class DynamicConvCache(NamedTuple):
 def glu_forward(u: Any) -> tuple[Any, GLUCache]:
     """Gated linear unit on the last axis: u (..., 2C) -> a * sigmoid(g) (..., C)."""
     require_float("u", u)
+    require_finite("u", u)
     if u.shape[-1] % 2:
         raise ValueError(f"u must have an even last axis (..., 2 C), got {tuple(u.shape)}")
     half = u.shape[-1] // 2
@@ -132,10 +133,12 @@ def lightweight_conv_forward(z: Any, theta: Any, *, padding: str, weight_dropout
     """LightConv (arXiv:1901.10430): z (B, T, C), raw kernel theta (H, K) -> (B, T, C)."""
     require_float("z", z)
     require_shape("z", z, ["batch", "seq", "channels"], [None, None, None])
+    require_finite("z", z)
     require_float("theta", theta)
     require_shape("theta", theta, ["kernel_heads", "kernel"], [None, None])
+    require_finite("theta", theta)
     _check_layout(layout, z.shape[2], theta.shape[0])
-    ws, softmax = softmax_forward(theta, axis=-1)  # (H, K) each row sums to 1
+    ws, softmax = softmax_forward(theta, axis=-1)  # (H, K) each row sums to 1  Eq. (2b) LightConv
     wt = ws
     if weight_dropout is not None:
         require_shape("weight_dropout", weight_dropout, ["kernel_heads", "kernel"], list(theta.shape))
@@ -160,12 +163,15 @@ def dynamic_conv_forward(z: Any, w_gen: Any, *, n_heads: int, kernel_size: int, 
     xp = array_namespace(z, w_gen)
     require_float("z", z)
     require_shape("z", z, ["batch", "seq", "channels"], [None, None, None])
+    require_finite("z", z)
     b, t, c = z.shape
     k = kernel_size
+    require_float("w_gen", w_gen)
     require_shape("w_gen", w_gen, ["channels", "kernel_heads * kernel"], [c, n_heads * k])
+    require_finite("w_gen", w_gen)
     _check_layout(layout, c, n_heads)
     lam, generator = linear_forward(z, w_gen)  # (B, T, H K), no bias
-    ws, softmax = softmax_forward(xp.reshape(lam, (b, t, n_heads, k)), axis=-1)  # (B, T, H, K)
+    ws, softmax = softmax_forward(xp.reshape(lam, (b, t, n_heads, k)), axis=-1)  # (B, T, H, K)  Eq. (2b) DynamicConv
     wt = ws
     if weight_dropout is not None:
         require_shape("weight_dropout", weight_dropout, ["batch", "seq", "kernel_heads", "kernel"], [b, t, n_heads, k])

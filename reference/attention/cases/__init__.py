@@ -1,0 +1,1 @@
+"""The attention mechanisms' configurations, case builders and registrations (one module per mechanism)."""

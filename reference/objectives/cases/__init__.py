@@ -1,0 +1,1 @@
+"""The objectives mechanisms' configurations, case builders and registrations (one module per mechanism)."""
