@@ -22,17 +22,32 @@
 # attend to the first tokens of the passages linked to it. Information therefore travels one edge
 # per hop layer, and only along edges.
 #
-# This notebook builds a small evidence graph, runs the oracle's Transformer-XH layer
-# (`reference.attention.extra_hop_layer`) and follows, with the hand-written backward, how far the
-# tokens of one passage reach after one, two and three layers.
+# **What it is for.** Multi-hop questions need facts from several passages at once ("where was the director of
+# film X born?"). Concatenating the passages loses their structure and their length budget; Transformer-XH keeps
+# each passage a separate sequence and lets them exchange information along the graph's edges.
+#
+# **The equations** (page 4, Eq. 6-9). A Transformer layer runs on each passage; then, for the first-token states
+# $c_v$ of the passages, the hop attention of node $v$ over its incoming neighbours $\mathrm{in}(v)$ is
+# $$\hat h_v = \sum_{u\in \mathrm{in}(v)} \operatorname{softmax}_u\!\Big(\frac{q_v \cdot k_u}{\sqrt{d_h}}\Big)\, w_u,\qquad
+#   q = cW_{hq},\ k = cW_{hk},\ w = cW_{hv},$$
+# ($\hat h_v = 0$ when $v$ has no incoming edge) and the merged first token is $c'_v = [\,c_v;\ \hat h_v\,]W_{comb} + b_{comb}$;
+# the other tokens are unchanged and read $c'_v$ through the next layer's in-sequence attention.
+#
+# **The intuition.** The [CLS] token is each passage's hub: in-sequence attention gathers the passage into it,
+# the hop passes it to the neighbours, and the next layer spreads it back into their tokens. So one layer moves
+# information by exactly one edge.
+#
+# Code: [`reference/attention/extra_hop.py`](../reference/attention/extra_hop.py) (the hop) and
+# [`reference/attention/extra_hop_layer.py`](../reference/attention/extra_hop_layer.py) (the layer). This notebook
+# builds a small evidence graph, runs the oracle's Transformer-XH layer and follows, with the hand-written
+# backward, how far the tokens of one passage reach after one, two and three layers.
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 
 from gradients import check_mechanism
-from reference.attention.extra_hop import adjacency_from_edges
-from reference.attention.extra_hop_examples import init_hop
+from reference.attention.extra_hop import adjacency_from_edges, init_hop
 from reference.attention.extra_hop_layer import xh_layer_backward, xh_layer_forward
 from reference.backend import namespace, to_numpy
 from reference.nn.encoder_layer import init_encoder_layer
@@ -126,7 +141,9 @@ for j in range(hop_heads):
 # ## Checked against finite differences
 #
 # Both registered variants (the paper's dot-product hop and the code's graph-attention hop, on a graph
-# with a self-loop, a root, an isolated node and two components), along random directions:
+# with a self-loop, a root, an isolated node and two components), along random directions. A pass means the
+# softmax over neighbours only, the zero message of a node without incoming edges and the merge all agree with
+# central differences of the forward to about $10^{-8}$ relative; the reach plot above relies on the same backward.
 
 # %%
 for name in ("attention.extra_hop", "attention.extra_hop.gat"):
