@@ -119,56 +119,54 @@ def depthwise_conv(x, w, bias, padding):
 
 
 # ---------------------------------------------------------------- one twin per registered block
-# Each takes (differentiable tensors, static tensors) and returns the outputs dict.
-
-B, T_, S_, D, H = 2, 5, 3, 6, 2  # reference/nn/_example.py sizes, needed for heads only
+# Each takes (differentiable tensors, static tensors, the case's configuration) and returns the outputs dict.
 
 
 def _causal(n):
     return torch.tril(torch.ones(n, n, dtype=torch.bool))
 
 
-TWINS: dict[str, Callable[[Tensors, Tensors], Tensors]] = {
-    "nn.linear": lambda a, s: {"y": linear(a["x"], a["w"], a["b"])},
-    "nn.layer_norm": lambda a, s: {"y": layer_norm(a["x"], a["gamma"], a["beta"])},
-    "nn.gelu": lambda a, s: {"y": activation(a["x"], "gelu")},
-    "nn.gelu_tanh": lambda a, s: {"y": activation(a["x"], "gelu_tanh")},
-    "nn.relu": lambda a, s: {"y": activation(a["x"], "relu")},
-    "nn.softmax": lambda a, s: {"p": torch.softmax(a["z"], dim=-1)},
-    "nn.log_softmax": lambda a, s: {"log_p": torch.log_softmax(a["z"], dim=-1)},
-    "nn.dropout": lambda a, s: {"y": a["x"] * s["mask"]},
-    "nn.embedding": lambda a, s: {"y": F.embedding(s["ids"], a["table"])},
-    "nn.cross_entropy": lambda a, s: {"loss": F.cross_entropy(
+TWINS: dict[str, Callable[[Tensors, Tensors, Any], Tensors]] = {
+    "nn.linear": lambda a, s, c: {"y": linear(a["x"], a["w"], a.get("b"))},
+    "nn.layer_norm": lambda a, s, c: {"y": layer_norm(a["x"], a["gamma"], a["beta"], c.eps)},
+    "nn.gelu": lambda a, s, c: {"y": activation(a["x"], "gelu")},
+    "nn.gelu_tanh": lambda a, s, c: {"y": activation(a["x"], "gelu_tanh")},
+    "nn.relu": lambda a, s, c: {"y": activation(a["x"], "relu")},
+    "nn.softmax": lambda a, s, c: {"p": torch.softmax(a["z"], dim=-1)},
+    "nn.log_softmax": lambda a, s, c: {"log_p": torch.log_softmax(a["z"], dim=-1)},
+    "nn.dropout": lambda a, s, c: {"y": a["x"] * s["mask"]},
+    "nn.embedding": lambda a, s, c: {"y": F.embedding(s["ids"], a["table"])},
+    "nn.cross_entropy": lambda a, s, c: {"loss": F.cross_entropy(
         a["logits"].reshape(-1, a["logits"].shape[-1]), s["targets"].reshape(-1), ignore_index=-100,
         reduction="mean")},
-    "nn.sigmoid_bce": lambda a, s: {"loss": F.binary_cross_entropy_with_logits(
-        a["logits"], s["targets"], weight=s["weights"], reduction="sum") / s["weights"].sum()},
-    "nn.depthwise_conv1d.causal": lambda a, s: {"y": depthwise_conv(a["x"], a["w"], a["bias"], "causal")},
-    "nn.depthwise_conv1d.centred": lambda a, s: {"y": depthwise_conv(a["x"], a["w"], a["bias"], "centred")},
-    "nn.feed_forward": lambda a, s: {"y": ffn(a["x"], a)},
-    "nn.attention": lambda a, s: {"y": mha(a["x_q"], a["x_kv"], a, H, mask=s["mask"], bias=a["bias"],
-                                           drop=s["dropout"])},
-    "nn.attention.causal": lambda a, s: {"y": mha(a["x"], a["x"], a, H, mask=_causal(a["x"].shape[1]))},
-    "nn.encoder_layer": lambda a, s: {"y": encoder_layer(a["x"], a, H, s["mask"], s["dropout"])},
-    "nn.bert_embeddings": lambda a, s: {"e": bert_embeddings(s["ids"], a, s["segments"])},
+    "nn.sigmoid_bce": lambda a, s, c: {"loss": F.binary_cross_entropy_with_logits(
+        a["logits"], s["targets"], weight=s.get("weights"), reduction="sum") / (s["weights"].sum() if "weights" in s else a["logits"].numel())},
+    "nn.depthwise_conv1d.causal": lambda a, s, c: {"y": depthwise_conv(a["x"], a["w"], a.get("bias"), "causal")},
+    "nn.depthwise_conv1d.centred": lambda a, s, c: {"y": depthwise_conv(a["x"], a["w"], a.get("bias"), "centred")},
+    "nn.feed_forward": lambda a, s, c: {"y": ffn(a["x"], a, c.activation, s.get("dropout"))},
+    "nn.attention": lambda a, s, c: {"y": mha(a["x_q"], a["x_kv"], a, c.n_heads, mask=s["mask"], bias=a.get("bias"),
+                                              drop=s.get("dropout"))},
+    "nn.attention.causal": lambda a, s, c: {"y": mha(a["x"], a["x"], a, c.n_heads, mask=_causal(a["x"].shape[1]))},
+    "nn.encoder_layer": lambda a, s, c: {"y": encoder_layer(a["x"], a, c.n_heads, s["mask"], s.get("dropout"), c.activation)},
+    "nn.bert_embeddings": lambda a, s, c: {"e": bert_embeddings(s["ids"], a, s.get("segments"))},
 }
 
 
-def _decoder_layer(a, s):
+def _decoder_layer(a, s, c):
     """h1 = LN1(x + SelfAttn(x; causal)), h2 = LN2(h1 + CrossAttn(h1, s)), y = LN3(h2 + FFN(h2))."""
     x, src = a["x"], a["s"]
-    h1 = layer_norm(x + mha(x, x, a, H, prefix="self_", mask=_causal(x.shape[1])), a["ln1_gamma"], a["ln1_beta"])
-    h2 = layer_norm(h1 + mha(h1, src, a, H, prefix="cross_", mask=s["cross_mask"]), a["ln2_gamma"], a["ln2_beta"])
+    h1 = layer_norm(x + mha(x, x, a, c.n_heads, prefix="self_", mask=_causal(x.shape[1])), a["ln1_gamma"], a["ln1_beta"])
+    h2 = layer_norm(h1 + mha(h1, src, a, c.n_heads, prefix="cross_", mask=s["cross_mask"]), a["ln2_gamma"], a["ln2_beta"])
     return {"y": layer_norm(h2 + ffn(h2, a), a["ln3_gamma"], a["ln3_beta"])}
 
 
-def _mlm_head(a, s):
+def _mlm_head(a, s, c):
     """logits = LN(GELU(h w + b)) table^T + out_bias (output projection tied to the token table)."""
-    z = layer_norm(activation(linear(a["h"], a["w"], a["b"]), "gelu"), a["ln_gamma"], a["ln_beta"])
+    z = layer_norm(activation(linear(a["h"], a["w"], a["b"]), c.activation), a["ln_gamma"], a["ln_beta"])
     return {"logits": z @ a["table"].T + a["out_bias"]}
 
 
-def _text_encoder(a, s):
+def _text_encoder(a, s, c):
     """BERT embeddings, a projection E -> D when present, one post-LN encoder layer (tanh GELU, padding mask)."""
     x = bert_embeddings(s["ids"], a, s.get("segments"))
     if "proj_w" in a:
@@ -177,7 +175,7 @@ def _text_encoder(a, s):
     layer = 0
     while f"layer{layer}_w_q" in a:
         p = {k[len(f"layer{layer}_"):]: v for k, v in a.items() if k.startswith(f"layer{layer}_")}
-        x = encoder_layer(x, p, 2, mask, kind="gelu_tanh")
+        x = encoder_layer(x, p, c.n_heads, mask, kind=c.activation)
         layer += 1
     return {"h": x}
 
@@ -204,19 +202,24 @@ def test_every_building_block_has_a_torch_twin() -> None:
     assert not missing, f"no independent torch implementation for {missing}: add one to TWINS in this file"
 
 
-@pytest.mark.parametrize("name", [n for n in NN_NAMES if n in TWINS])
+CONFIGS = [(n, label) for n in NN_NAMES if n in TWINS
+           for label in ("default", *all_mechanisms()[n].edge_configs)]
+
+
+@pytest.mark.parametrize(("name", "label"), CONFIGS, ids=[f"{n}[{label}]" for n, label in CONFIGS])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_agrees_with_torch(name: str, seed: int, record_property) -> None:
+def test_agrees_with_torch(name: str, label: str, seed: int, record_property) -> None:
+    """At the registered configuration and at every edge configuration."""
     xp = namespace("numpy")
     mechanism = all_mechanisms()[name]
-    case = mechanism.example(seed, xp.float64, xp)
+    case = mechanism.example(seed, xp.float64, xp, mechanism.edge_configs.get(label))
     outputs, cache = mechanism.forward(case)
     cot = random_cotangents(outputs, seed=seed)
     grads = mechanism.backward(cache, cot)
 
     leaves = {k: t(v).requires_grad_(True) for k, v in case.differentiable.items()}
     static = {k: t(v) for k, v in case.static.items()}
-    torch_out = TWINS[name](leaves, static)
+    torch_out = TWINS[name](leaves, static, case.config)
     assert set(torch_out) == set(outputs), f"{name}: torch outputs {sorted(torch_out)}, oracle {sorted(outputs)}"
     loss = sum((torch_out[k] * t(c)).sum() for k, c in cot.items())
     torch_grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)

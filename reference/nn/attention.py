@@ -24,14 +24,12 @@ MASKED_SCORE) and passes no gradient to Q, K or the bias.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
 from ..backend import MASKED_SCORE, array_namespace, sum_to_shape
-from ..random import dropout_mask, generator, normal
-from ..registry import Case, Mechanism, register
 from ..validate import require_bool, require_broadcastable, require_finite, require_float, require_shape
-from ._example import B, D, H, S, T
 from .linear import LinearCache, init_linear, linear_backward, linear_forward
 from .softmax import SoftmaxCache, softmax_backward, softmax_forward
 
@@ -51,8 +49,16 @@ class SDPACache(NamedTuple):
 
 
 def causal_mask(t: int, s: int | None = None, *, xp, offset: int = 0) -> Any:
-    """(T, S) boolean: query i may attend key j when j <= i + offset (keys may include a prefix of memory)."""
-    s = t if s is None else s
+    """(T, S) boolean: query i may attend key j when j <= i + offset (keys may include a prefix of memory).
+
+    Built once per (T, S, offset, namespace) and cached, since layers ask for it on every call:
+    callers share the returned array and must not modify it.
+    """
+    return _causal_mask(t, t if s is None else s, offset, xp)
+
+
+@functools.lru_cache(maxsize=8)
+def _causal_mask(t: int, s: int, offset: int, xp) -> Any:
     rows = xp.arange(t)[:, None]
     cols = xp.arange(s)[None, :]
     return cols <= rows + offset  # (T, S)
@@ -105,7 +111,7 @@ def sdpa_backward(dout: Any, cache: SDPACache) -> tuple[Any, Any, Any, Any | Non
         dp = dp * drop
     dscores = softmax_backward(dp, softmax_cache)  # (..., T, S)
     if mask is not None:
-        dscores = xp.where(mask, dscores, xp.zeros_like(dscores))
+        dscores = xp.where(mask, dscores, xp.asarray(0.0, dtype=dscores.dtype))  # a 0-d zero: no (T, S) buffer
     dq = xp.matmul(dscores, k) * scale  # (..., T, Dh)
     dk = xp.matmul(xp.matrix_transpose(dscores), q) * scale  # (..., S, Dh)
     dbias = None if bias_shape is None else sum_to_shape(dscores, bias_shape)
@@ -180,48 +186,3 @@ def init_attention(rng, d_model: int, *, xp, dtype) -> dict[str, Any]:
         p = init_linear(rng, d_model, d_model, xp=xp, dtype=dtype)
         params[f"w_{suffix}"], params[f"b_{suffix}"] = p["w"], p["b"]
     return params
-
-
-def _example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    x_q = normal(rng, (B, T, D), xp=xp, dtype=dtype)
-    x_kv = normal(rng, (B, S, D), xp=xp, dtype=dtype)
-    bias = normal(rng, (1, H, T, S), xp=xp, dtype=dtype, scale=0.5)
-    valid = xp.asarray([[True, True, False], [True, True, True]])  # (B, S) padding
-    return Case(inputs={"x_q": x_q, "x_kv": x_kv, "bias": bias}, params=init_attention(rng, D, xp=xp, dtype=dtype),
-                static={"mask": padding_mask(valid), "dropout": dropout_mask(rng, (B, H, T, S), 0.2, xp=xp, dtype=dtype)})
-
-
-def _forward(case: Case):
-    params = {k: case.params[k] for k in ATTENTION_PARAMS}
-    y, cache = mha_forward(case.inputs["x_q"], case.inputs["x_kv"], params, n_heads=H, mask=case.static["mask"],
-                           bias=case.inputs["bias"], dropout_mask=case.static["dropout"])
-    return {"y": y}, cache
-
-
-def _backward(cache, cot):
-    dx_q, dx_kv, grads = mha_backward(cot["y"], cache)
-    return {"x_q": dx_q, "x_kv": dx_kv, **grads}
-
-
-def _causal_example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    return Case(inputs={"x": normal(rng, (B, T, D), xp=xp, dtype=dtype)}, params=init_attention(rng, D, xp=xp, dtype=dtype),
-                static={"mask": causal_mask(T, xp=xp)})
-
-
-def _causal_forward(case: Case):
-    x = case.inputs["x"]
-    y, cache = mha_forward(x, x, case.params, n_heads=H, mask=case.static["mask"])
-    return {"y": y}, cache
-
-
-def _causal_backward(cache, cot):
-    dx_q, dx_kv, grads = mha_backward(cot["y"], cache)
-    return {"x": dx_q + dx_kv, **grads}
-
-
-register(Mechanism("nn.attention", "Attention is all you need (Vaswani et al., 2017)", "nn",
-                   _example, _forward, _backward))
-register(Mechanism("nn.attention.causal", "Attention is all you need (Vaswani et al., 2017)", "nn",
-                   _causal_example, _causal_forward, _causal_backward))

@@ -10,6 +10,8 @@ Backward:
     ds = LN'(de)
     dtok = scatter_add over ids of ds,   dpos[t] = sum_b ds[b, t] (rows t >= T get 0),
     dseg = scatter_add over segments of ds
+    padding_idx=k (an option, HuggingFace's ``nn.Embedding(..., padding_idx=pad_token_id)``,
+    transformers 4.57.6 ``models/electra/modeling_electra.py`` l.137): dtok[k] = 0 (the forward is unchanged)
 
 A table used by several networks (ELECTRA's generator and discriminator) gets the
 sum of this backward's result over every use.
@@ -20,9 +22,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace
-from ..random import generator, integers, normal
-from ..registry import Case, Mechanism, register
-from ..validate import require_float, require_shape
+from ..random import normal
+from ..validate import require_finite, require_float, require_index_range, require_shape
 from .embedding import EmbeddingCache, embedding_backward, embedding_forward
 from .layer_norm import LayerNormCache, init_layer_norm, layer_norm_backward, layer_norm_forward
 
@@ -34,29 +35,51 @@ class BertEmbeddingsCache(NamedTuple):
     seg: EmbeddingCache | None  # segments (B, T)
     n_positions: int  # P
     ln: LayerNormCache  # (B, T, E)
+    padding_idx: int | None  # a token whose input-embedding gradient is dropped (HF's padding_idx), or None
 
 
-def bert_embeddings_forward(ids: Any, params: dict[str, Any], *, segments: Any | None = None,
-                            eps: float = 1e-5) -> tuple[Any, BertEmbeddingsCache]:
+def require_ids(name: str, ids: Any, vocab: int) -> None:
+    """``ids`` must be a non-empty (batch, seq) integer array with values in [0, vocab)."""
+    require_shape(name, ids, ["batch", "seq"], [None, None])
+    if ids.shape[0] == 0 or ids.shape[1] == 0:
+        raise ValueError(f"{name} must hold at least one sequence of at least one token, got shape {tuple(ids.shape)}")
+    require_index_range(name, ids, vocab)
+
+
+def require_tables(params: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Each ``params[key]`` must be a real floating array (a list, a tuple or an integer array is a TypeError)."""
+    for key in keys:
+        if key not in params:
+            raise ValueError(f"params has no {key!r} entry")
+        require_float(f"params[{key!r}]", params[key])
+        require_finite(f"params[{key!r}]", params[key])
+
+
+def bert_embeddings_forward(ids: Any, params: dict[str, Any], *, segments: Any | None = None, eps: float = 1e-5,
+                            padding_idx: int | None = None) -> tuple[Any, BertEmbeddingsCache]:
     """ids (B, T); params tok (V, E), pos (P, E), optional seg (G, E), ln_gamma, ln_beta (E,)."""
-    require_float("pos", params["pos"])
-    if ids.ndim != 2:
-        raise ValueError(f"ids must have shape (batch, seq), got {tuple(ids.shape)}")
+    require_tables(params, ("tok", "pos", "ln_gamma", "ln_beta"))
+    require_shape("params['tok']", params["tok"], ["vocab", "dim"], [None, None])
+    require_ids("ids", ids, params["tok"].shape[0])
     t = ids.shape[1]
     require_shape("pos", params["pos"], ["max_positions", "dim"], [None, params["tok"].shape[1]])
     if params["pos"].shape[0] < t:
         raise ValueError(f"pos must have at least seq={t} rows, got {params['pos'].shape[0]}")
+    if padding_idx is not None and not 0 <= padding_idx < params["tok"].shape[0]:
+        raise ValueError(f"padding_idx must lie in [0, {params['tok'].shape[0]}) or be None, got {padding_idx}")
     s, tok = embedding_forward(ids, params["tok"])  # (B, T, E)
     s = s + params["pos"][:t, :][None, :, :]  # (B, T, E)
     seg = None
     if segments is not None:
         if "seg" not in params:
             raise ValueError("segments were given but params has no 'seg' table")
+        require_tables(params, ("seg",))
         require_shape("segments", segments, ["batch", "seq"], list(ids.shape))
+        require_index_range("segments", segments, params["seg"].shape[0])
         s_seg, seg = embedding_forward(segments, params["seg"])  # (B, T, E)
         s = s + s_seg
     e, ln = layer_norm_forward(s, params["ln_gamma"], params["ln_beta"], eps=eps)  # (B, T, E)
-    return e, BertEmbeddingsCache(tok, seg, params["pos"].shape[0], ln)
+    return e, BertEmbeddingsCache(tok, seg, params["pos"].shape[0], ln, padding_idx)
 
 
 def bert_embeddings_backward(de: Any, cache: BertEmbeddingsCache) -> dict[str, Any]:
@@ -66,7 +89,11 @@ def bert_embeddings_backward(de: Any, cache: BertEmbeddingsCache) -> dict[str, A
     dpos = xp.sum(ds, axis=0)  # (T, E)
     if cache.n_positions > t:
         dpos = xp.concat([dpos, xp.zeros((cache.n_positions - t, width), dtype=ds.dtype)], axis=0)  # (P, E)
-    grads = {"tok": embedding_backward(ds, cache.tok), "pos": dpos, "ln_gamma": ln["gamma"], "ln_beta": ln["beta"]}
+    dtok = embedding_backward(ds, cache.tok)  # (V, E)
+    if cache.padding_idx is not None:  # HF's padding_idx: that row's lookup passes no gradient
+        keep = xp.arange(dtok.shape[0]) != cache.padding_idx  # (V,)
+        dtok = dtok * xp.astype(keep, dtok.dtype)[:, None]  # (V, E)
+    grads = {"tok": dtok, "pos": dpos, "ln_gamma": ln["gamma"], "ln_beta": ln["beta"]}
     if cache.seg is not None:
         grads["seg"] = embedding_backward(ds, cache.seg)  # (G, E)
     return grads
@@ -81,18 +108,3 @@ def init_bert_embeddings(rng, vocab: int, n_positions: int, width: int, *, xp, d
     ln = init_layer_norm(rng, width, xp=xp, dtype=dtype)
     params["ln_gamma"], params["ln_beta"] = ln["gamma"], ln["beta"]
     return params
-
-
-def _example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    return Case(inputs={}, params=init_bert_embeddings(rng, 7, 6, 3, xp=xp, dtype=dtype, n_segments=2),
-                static={"ids": integers(rng, 7, (2, 5), xp=xp), "segments": integers(rng, 2, (2, 5), xp=xp)})
-
-
-def _forward(case: Case):
-    e, cache = bert_embeddings_forward(case.static["ids"], case.params, segments=case.static["segments"])
-    return {"e": e}, cache
-
-
-register(Mechanism("nn.bert_embeddings", "BERT (Devlin et al., 2019)", "nn", _example, _forward,
-                   lambda cache, cot: bert_embeddings_backward(cot["e"], cache)))

@@ -23,10 +23,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace
-from ..random import generator, normal
-from ..registry import Case, Mechanism, register
 from ..validate import require_finite, require_float, require_shape
-from ._example import B, T
 
 PADDINGS = ("causal", "centred")
 
@@ -87,26 +84,3 @@ def depthwise_conv1d_backward(dy: Any, cache: DepthwiseConvCache) -> tuple[Any, 
     if has_bias:
         grads["bias"] = xp.sum(dy, axis=(0, 1))
     return dx_padded[:, left:left + t, :], grads
-
-
-def _example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    c, k = 3, 4  # even K exercises the uneven centred padding
-    return Case(inputs={"x": normal(rng, (B, T, c), xp=xp, dtype=dtype)},
-                params={"w": normal(rng, (c, k), xp=xp, dtype=dtype), "bias": normal(rng, (c,), xp=xp, dtype=dtype)})
-
-
-def _registered(padding: str) -> Mechanism:
-    def forward(case: Case):
-        y, cache = depthwise_conv1d_forward(case.inputs["x"], case.params["w"], case.params["bias"], padding=padding)
-        return {"y": y}, cache
-
-    def backward(cache, cot):
-        dx, grads = depthwise_conv1d_backward(cot["y"], cache)
-        return {"x": dx, **grads}
-
-    return Mechanism(f"nn.depthwise_conv1d.{padding}", "building block", "nn", _example, forward, backward)
-
-
-for _padding in PADDINGS:
-    register(_registered(_padding))

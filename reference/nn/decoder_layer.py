@@ -17,10 +17,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..random import generator, normal
-from ..registry import Case, Mechanism, register
-from ._example import B, D, F, H, S, T
-from .attention import ATTENTION_PARAMS, MHACache, causal_mask, init_attention, mha_backward, mha_forward, padding_mask
+from .attention import ATTENTION_PARAMS, MHACache, init_attention, mha_backward, mha_forward
 from .feed_forward import FFN_PARAMS, FeedForwardCache, feed_forward_backward, feed_forward_forward, init_feed_forward
 from .layer_norm import LayerNormCache, init_layer_norm, layer_norm_backward, layer_norm_forward
 
@@ -82,26 +79,3 @@ def init_decoder_layer(rng, d_model: int, d_ff: int, *, xp, dtype) -> dict[str, 
         ln = init_layer_norm(rng, d_model, xp=xp, dtype=dtype)
         params[f"{name}_gamma"], params[f"{name}_beta"] = ln["gamma"], ln["beta"]
     return params
-
-
-def _example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    source_valid = xp.asarray([[True, True, False], [True, True, True]])
-    return Case(inputs={"x": normal(rng, (B, T, D), xp=xp, dtype=dtype), "s": normal(rng, (B, S, D), xp=xp, dtype=dtype)},
-                params=init_decoder_layer(rng, D, F, xp=xp, dtype=dtype),
-                static={"self_mask": causal_mask(T, xp=xp), "cross_mask": padding_mask(source_valid)})
-
-
-def _forward(case: Case):
-    y, cache = decoder_layer_forward(case.inputs["x"], case.inputs["s"], case.params, n_heads=H,
-                                     self_mask=case.static["self_mask"], cross_mask=case.static["cross_mask"])
-    return {"y": y}, cache
-
-
-def _backward(cache, cot):
-    dx, ds, grads = decoder_layer_backward(cot["y"], cache)
-    return {"x": dx, "s": ds, **grads}
-
-
-register(Mechanism("nn.decoder_layer", "Attention is all you need (Vaswani et al., 2017)", "nn",
-                   _example, _forward, _backward))

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..random import dropout_mask, generator, normal
-from ..registry import Case, Mechanism, register
+from ..random import dropout_mask
 from ..validate import require_broadcastable, require_finite, require_float
-from ._example import B, D, T
 
 sample_dropout_mask = dropout_mask
 
@@ -29,18 +27,3 @@ def dropout_forward(x: Any, mask: Any | None) -> tuple[Any, Any]:
 
 def dropout_backward(dy: Any, mask: Any | None) -> Any:
     return dy if mask is None else dy * mask
-
-
-def _example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    x = normal(rng, (B, T, D), xp=xp, dtype=dtype)
-    return Case(inputs={"x": x}, params={}, static={"mask": dropout_mask(rng, (B, T, D), 0.3, xp=xp, dtype=dtype)})
-
-
-def _forward(case: Case):
-    y, mask = dropout_forward(case.inputs["x"], case.static["mask"])
-    return {"y": y}, mask
-
-
-register(Mechanism("nn.dropout", "building block", "nn", _example, _forward,
-                   lambda mask, cot: {"x": dropout_backward(cot["y"], mask)}))

@@ -9,10 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace, scatter_add
-from ..random import generator, integers, normal
-from ..registry import Case, Mechanism, register
 from ..validate import require_finite, require_float, require_index_range
-from ._example import B, D, T, V
 
 
 class EmbeddingCache(NamedTuple):
@@ -38,18 +35,3 @@ def embedding_backward(dy: Any, cache: EmbeddingCache) -> Any:
     ids, vocab_size = cache
     flat_dy = xp.reshape(dy, (-1, dy.shape[-1]))  # (N, E)
     return scatter_add(flat_dy, xp.reshape(ids, (-1,)), vocab_size)  # (V, E)
-
-
-def _example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    ids = integers(rng, 4, (B, T), xp=xp)  # 10 draws from 4 ids: repeats are certain
-    return Case(inputs={}, params={"table": normal(rng, (V, D), xp=xp, dtype=dtype)}, static={"ids": ids})
-
-
-def _forward(case: Case):
-    y, cache = embedding_forward(case.static["ids"], case.params["table"])
-    return {"y": y}, cache
-
-
-register(Mechanism("nn.embedding", "building block", "nn", _example, _forward,
-                   lambda cache, cot: {"table": embedding_backward(cot["y"], cache)}))

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..random import dropout_mask, generator, normal
-from ..registry import Case, Mechanism, register
-from ._example import B, D, F, H, T
-from .attention import ATTENTION_PARAMS, MHACache, init_attention, mha_backward, mha_forward, padding_mask
+from ..random import dropout_mask
+from .attention import ATTENTION_PARAMS, MHACache, init_attention, mha_backward, mha_forward
 from .feed_forward import FFN_PARAMS, FeedForwardCache, feed_forward_backward, feed_forward_forward, init_feed_forward
 from .layer_norm import LayerNormCache, init_layer_norm, layer_norm_backward, layer_norm_forward
 
@@ -89,27 +87,3 @@ def sample_encoder_dropout(rng, batch: int, seq: int, d_model: int, d_ff: int, n
             "attn": dropout_mask(rng, (batch, seq, d_model), rate, xp=xp, dtype=dtype),
             "ffn_inner": dropout_mask(rng, (batch, seq, d_ff), rate, xp=xp, dtype=dtype),
             "ffn": dropout_mask(rng, (batch, seq, d_model), rate, xp=xp, dtype=dtype)}
-
-
-def _example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    valid = xp.asarray([[True] * T, [True] * (T - 2) + [False] * 2])
-    return Case(inputs={"x": normal(rng, (B, T, D), xp=xp, dtype=dtype)},
-                params=init_encoder_layer(rng, D, F, xp=xp, dtype=dtype),
-                static={"mask": padding_mask(valid),
-                        "dropout": sample_encoder_dropout(rng, B, T, D, F, H, 0.1, xp=xp, dtype=dtype)})
-
-
-def _forward(case: Case):
-    y, cache = encoder_layer_forward(case.inputs["x"], case.params, n_heads=H, mask=case.static["mask"],
-                                     dropout=case.static["dropout"])
-    return {"y": y}, cache
-
-
-def _backward(cache, cot):
-    dx, grads = encoder_layer_backward(cot["y"], cache)
-    return {"x": dx, **grads}
-
-
-register(Mechanism("nn.encoder_layer", "Attention is all you need (Vaswani et al., 2017)", "nn",
-                   _example, _forward, _backward))

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..random import generator, normal
-from ..registry import Case, Mechanism, register
-from ._example import B, D, F, T
 from .dropout import dropout_backward, dropout_forward
 from .gelu import ActivationCache, activation_backward, activation_forward
 from .linear import LinearCache, init_linear, linear_backward, linear_forward
@@ -53,23 +50,3 @@ def init_feed_forward(rng, d_model: int, d_ff: int, *, xp, dtype) -> dict[str, A
     inner = init_linear(rng, d_model, d_ff, xp=xp, dtype=dtype)
     outer = init_linear(rng, d_ff, d_model, xp=xp, dtype=dtype)
     return {"w_1": inner["w"], "b_1": inner["b"], "w_2": outer["w"], "b_2": outer["b"]}
-
-
-def _example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    return Case(inputs={"x": normal(rng, (B, T, D), xp=xp, dtype=dtype)},
-                params=init_feed_forward(rng, D, F, xp=xp, dtype=dtype))
-
-
-def _forward(case: Case):
-    y, cache = feed_forward_forward(case.inputs["x"], case.params)
-    return {"y": y}, cache
-
-
-def _backward(cache, cot):
-    dx, grads = feed_forward_backward(cot["y"], cache)
-    return {"x": dx, **grads}
-
-
-register(Mechanism("nn.feed_forward", "Attention is all you need (Vaswani et al., 2017)", "nn",
-                   _example, _forward, _backward))

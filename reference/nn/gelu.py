@@ -14,10 +14,7 @@ import math
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace, erf
-from ..random import generator
-from ..registry import Case, Mechanism, register
 from ..validate import require_finite, require_float
-from ._example import B, D, T
 
 _TANH_COEFF = 0.044715
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -46,7 +43,7 @@ def activation_forward(x: Any, kind: str = "gelu") -> tuple[Any, ActivationCache
         aux = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_COEFF * x**3))
         y = 0.5 * x * (1.0 + aux)
     elif kind == "relu":
-        y = xp.where(x > 0, x, xp.zeros_like(x))
+        y = xp.where(x > 0, x, xp.asarray(0.0, dtype=x.dtype))
     else:
         raise ValueError(f"kind must be one of {ACTIVATIONS}, got {kind!r}")
     return y, ActivationCache(x, kind, aux)
@@ -56,31 +53,10 @@ def activation_backward(dy: Any, cache: ActivationCache) -> Any:
     xp = array_namespace(dy)
     x, kind, aux = cache
     if kind == "gelu":
-        cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0))) if aux is None else aux
+        cdf = aux  # Phi(x), kept by the forward
         pdf = xp.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
         return dy * (cdf + x * pdf)
     if kind == "gelu_tanh":
-        t = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_COEFF * x**3)) if aux is None else aux
+        t = aux  # tanh(sqrt(2/pi) (x + 0.044715 x^3)), kept by the forward
         return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * _TANH_COEFF * x * x))
     return dy * xp.astype(x > 0, dy.dtype)
-
-
-def _example(seed: int, dtype: Any, xp) -> Case:
-    # Keep |x| > 0.05 so ReLU's kink is outside every finite-difference step.
-    rng = generator(seed)
-    x = rng.standard_normal((B, T, D))
-    x = x + 0.1 * (x >= 0) - 0.1 * (x < 0)
-    return Case(inputs={"x": xp.asarray(x, dtype=dtype)}, params={})
-
-
-def _registered(kind: str) -> Mechanism:
-    def forward(case: Case):
-        y, cache = activation_forward(case.inputs["x"], kind)
-        return {"y": y}, cache
-
-    return Mechanism(f"nn.{kind}", "building block", "nn", _example, forward,
-                     lambda cache, cot: {"x": activation_backward(cot["y"], cache)})
-
-
-for _kind in ACTIVATIONS:
-    register(_registered(_kind))

@@ -20,10 +20,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace, one_hot
-from ..random import generator, normal, uniform
-from ..registry import Case, Mechanism, register
 from ..validate import require_finite, require_float, require_int
-from ._example import B, T, V
 from .softmax import log_softmax_forward
 
 IGNORE_INDEX = -100
@@ -100,34 +97,3 @@ def sigmoid_bce_forward(logits: Any, targets: Any, weights: Any | None = None) -
 def sigmoid_bce_backward(dloss: Any, cache: BCECache) -> Any:
     logits, targets, weights, total = cache
     return dloss * weights * (sigmoid(logits) - targets) / total
-
-
-def _ce_example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    targets = rng.integers(0, V, (B, T))
-    targets[0, 1] = IGNORE_INDEX
-    return Case(inputs={"logits": normal(rng, (B, T, V), xp=xp, dtype=dtype, scale=2.0)}, params={},
-                static={"targets": xp.asarray(targets)})
-
-
-def _ce_forward(case: Case):
-    loss, cache = cross_entropy_forward(case.inputs["logits"], case.static["targets"])
-    return {"loss": loss}, cache
-
-
-def _bce_example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    weights = xp.asarray(rng.integers(0, 2, (B, T)), dtype=dtype)  # a padding-like 0/1 weight
-    return Case(inputs={"logits": normal(rng, (B, T), xp=xp, dtype=dtype, scale=3.0)}, params={},
-                static={"targets": uniform(rng, (B, T), xp=xp, dtype=dtype), "weights": weights + 0.5})
-
-
-def _bce_forward(case: Case):
-    loss, cache = sigmoid_bce_forward(case.inputs["logits"], case.static["targets"], case.static["weights"])
-    return {"loss": loss}, cache
-
-
-register(Mechanism("nn.cross_entropy", "building block", "nn", _ce_example, _ce_forward,
-                   lambda cache, cot: {"logits": cross_entropy_backward(cot["loss"], cache)}))
-register(Mechanism("nn.sigmoid_bce", "building block", "nn", _bce_example, _bce_forward,
-                   lambda cache, cot: {"logits": sigmoid_bce_backward(cot["loss"], cache)}))

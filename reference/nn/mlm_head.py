@@ -8,8 +8,9 @@ Forward:
     z = LayerNorm(a; ln_gamma, ln_beta)
     logits = z table^T + out_bias  (E -> V; table is the token embedding table, tied)
 
-Backward:
-    dz = dlogits table,   dtable = dlogits^T z (summed over leading axes),   dout_bias = sum dlogits
+Backward (``dz_extra``: a further cotangent on the transform z, for heads that read it, such as WKLM's
+entity classifier):
+    dz = dlogits table + dz_extra,   dtable = dlogits^T z (summed over leading axes),   dout_bias = sum dlogits
     da = LN'(dz),  du = GELU'(da),  dh = du w^T,  dw = h^T du,  db = sum du
 
 The head's ``dtable`` is one contribution to the tied table's gradient; the
@@ -21,14 +22,19 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace
-from ..random import generator, normal
-from ..registry import Case, Mechanism, register
-from ..validate import require_shape
+from ..random import normal
+from ..validate import require_finite, require_float, require_shape
 from .gelu import ActivationCache, activation_backward, activation_forward
 from .layer_norm import LayerNormCache, init_layer_norm, layer_norm_backward, layer_norm_forward
 from .linear import LinearCache, init_linear, linear_backward, linear_forward
 
+#: The head's parameter names (one definition; the objectives and ALBERT import it).
 MLM_HEAD_PARAMS = ("w", "b", "ln_gamma", "ln_beta", "out_bias")
+
+
+def mlm_head_keys(prefix: str, out_bias: str = "out_bias") -> dict[str, str]:
+    """How a model names the head's parameters: ``{"w": prefix + "w", ..., "out_bias": out_bias}``."""
+    return {k: out_bias if k == "out_bias" else prefix + k for k in MLM_HEAD_PARAMS}
 
 
 class MLMHeadCache(NamedTuple):
@@ -43,6 +49,8 @@ def mlm_head_forward(h: Any, params: dict[str, Any], table: Any, *, activation: 
                      eps: float = 1e-5) -> tuple[Any, MLMHeadCache]:
     """h (..., H); params w (H, E), b (E,), ln_gamma, ln_beta (E,), out_bias (V,); table (V, E)."""
     xp = array_namespace(h, table)
+    require_float("h", h)
+    require_finite("h", h)
     require_shape("table", table, ["vocab", "dim"], [None, params["w"].shape[1]])
     require_shape("out_bias", params["out_bias"], ["vocab"], [table.shape[0]])
     u, dense = linear_forward(h, params["w"], params["b"])  # (..., E)
@@ -52,11 +60,14 @@ def mlm_head_forward(h: Any, params: dict[str, Any], table: Any, *, activation: 
     return logits, MLMHeadCache(dense, act, ln, z, table)
 
 
-def mlm_head_backward(dlogits: Any, cache: MLMHeadCache) -> tuple[Any, dict[str, Any], Any]:
-    """Returns ``dh, grads, dtable`` (grads keyed as MLM_HEAD_PARAMS)."""
+def mlm_head_backward(dlogits: Any, cache: MLMHeadCache, *,
+                      dz_extra: Any | None = None) -> tuple[Any, dict[str, Any], Any]:
+    """Returns ``dh, grads, dtable`` (grads keyed as MLM_HEAD_PARAMS); ``dz_extra`` (..., E) adds to dz."""
     xp = array_namespace(dlogits)
     vocab, width = cache.table.shape
     dz = xp.matmul(dlogits, cache.table)  # (..., E)
+    if dz_extra is not None:
+        dz = dz + dz_extra  # (..., E)
     flat_dlogits = xp.reshape(dlogits, (-1, vocab))  # (N, V)
     dtable = xp.matmul(xp.matrix_transpose(flat_dlogits), xp.reshape(cache.z, (-1, width)))  # (V, E)
     da, ln = layer_norm_backward(dz, cache.ln)
@@ -72,24 +83,3 @@ def init_mlm_head(rng, hidden: int, width: int, vocab: int, *, xp, dtype) -> dic
     ln = init_layer_norm(rng, width, xp=xp, dtype=dtype)
     return {"w": dense["w"], "b": dense["b"], "ln_gamma": ln["gamma"], "ln_beta": ln["beta"],
             "out_bias": normal(rng, (vocab,), xp=xp, dtype=dtype, scale=0.1)}
-
-
-def _example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    return Case(inputs={"h": normal(rng, (2, 5, 6), xp=xp, dtype=dtype)},
-                params={**init_mlm_head(rng, 6, 3, 7, xp=xp, dtype=dtype),
-                        "table": normal(rng, (7, 3), xp=xp, dtype=dtype)})
-
-
-def _forward(case: Case):
-    params = {k: case.params[k] for k in MLM_HEAD_PARAMS}
-    logits, cache = mlm_head_forward(case.inputs["h"], params, case.params["table"])
-    return {"logits": logits}, cache
-
-
-def _backward(cache, cot):
-    dh, grads, dtable = mlm_head_backward(cot["logits"], cache)
-    return {"h": dh, **grads, "table": dtable}
-
-
-register(Mechanism("nn.mlm_head", "BERT (Devlin et al., 2019)", "nn", _example, _forward, _backward))

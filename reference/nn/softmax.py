@@ -14,10 +14,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace
-from ..random import generator, normal
-from ..registry import Case, Mechanism, register
 from ..validate import require_finite, require_float
-from ._example import B, D, T
 
 
 class SoftmaxCache(NamedTuple):
@@ -61,23 +58,3 @@ def log_softmax_backward(dlog_p: Any, cache: SoftmaxCache) -> Any:
     xp = array_namespace(dlog_p)
     p, axis = cache
     return dlog_p - p * xp.sum(dlog_p, axis=axis, keepdims=True)
-
-
-def _example(seed: int, dtype: Any, xp) -> Case:
-    return Case(inputs={"z": normal(generator(seed), (B, T, D), xp=xp, dtype=dtype, scale=2.0)}, params={})
-
-
-def _forward(case: Case):
-    p, cache = softmax_forward(case.inputs["z"])
-    return {"p": p}, cache
-
-
-def _log_forward(case: Case):
-    log_p, cache = log_softmax_forward(case.inputs["z"])
-    return {"log_p": log_p}, cache
-
-
-register(Mechanism("nn.softmax", "building block", "nn", _example, _forward,
-                   lambda cache, cot: {"z": softmax_backward(cot["p"], cache)}))
-register(Mechanism("nn.log_softmax", "building block", "nn", _example, _log_forward,
-                   lambda cache, cot: {"z": log_softmax_backward(cot["log_p"], cache)}))

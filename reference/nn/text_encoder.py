@@ -9,6 +9,8 @@ Forward:
     h = x_L
 
 Backward: the layers in reverse, the projection, then the embeddings (scatter-add into the tables).
+Intermediates (``text_encoder_intermediates``): x_0 (after the embeddings and projection), then each
+layer's output x_1 .. x_L, in forward order, so a comparison names the first layer that disagrees.
 params may hold other keys (a mechanism's heads); only the encoder's keys are read, and the
 backward returns a gradient for exactly the keys it read.
 """
@@ -17,8 +19,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..random import generator, integers
-from ..registry import Case, Mechanism, register
 from ..validate import require_bool, require_shape
 from .attention import ATTENTION_PARAMS, padding_mask
 from .bert_embeddings import (BertEmbeddingsCache, bert_embeddings_backward, bert_embeddings_forward,
@@ -37,29 +37,51 @@ class TextEncoderCache(NamedTuple):
     proj: LinearCache | None  # (B, T, E) -> (B, T, D)
     layers: tuple[EncoderLayerCache, ...]  # each (B, T, D)
     embedding_keys: tuple[str, ...]
+    hidden: tuple[Any, ...]  # x_0 .. x_L, each (B, T, D)
 
 
 def text_encoder_forward(ids: Any, pad: Any, params: dict[str, Any], *, n_heads: int, n_layers: int = 1,
                          segments: Any | None = None, dropout: list[dict[str, Any]] | None = None,
-                         activation: str = "gelu", eps: float = 1e-5) -> tuple[Any, TextEncoderCache]:
-    """ids (B, T) int, pad (B, T) bool (True = real token). Returns h (B, T, D)."""
+                         activation: str = "gelu", eps: float = 1e-5,
+                         padding_idx: int | None = None) -> tuple[Any, TextEncoderCache]:
+    """ids (B, T) int, pad (B, T) bool (True = real token). Returns h (B, T, D).
+
+    ``padding_idx``: HuggingFace's ``nn.Embedding`` padding_idx (that token's input-embedding gradient is dropped)."""
+    require_shape("ids", ids, ["batch", "seq"], [None, None])
     require_bool("pad", pad)
     require_shape("pad", pad, ["batch", "seq"], list(ids.shape))
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
+    if isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1:
+        raise ValueError(f"n_heads must be a positive integer, got {n_heads!r}")
+    if dropout is not None and len(dropout) != n_layers:
+        raise ValueError(f"dropout must hold one dict of masks per layer ({n_layers}), got {len(dropout)}")
     emb_params = {k: params[k] for k in EMBEDDING_KEYS if k in params}
-    e, embeddings = bert_embeddings_forward(ids, emb_params, segments=segments, eps=eps)  # (B, T, E)
+    e, embeddings = bert_embeddings_forward(ids, emb_params, segments=segments, eps=eps,
+                                            padding_idx=padding_idx)  # (B, T, E)
     proj = None
     x = e
     if "proj_w" in params:
         x, proj = linear_forward(e, params["proj_w"], params["proj_b"])  # (B, T, D)
     mask = padding_mask(pad)  # (B, 1, 1, T)
-    layers = []
+    layers, hidden = [], [x]
     for layer in range(n_layers):
+        missing = [f"layer{layer}_{k}" for k in LAYER_PARAMS if f"layer{layer}_{k}" not in params]
+        if missing:
+            raise ValueError(f"params lacks layer {layer}'s keys {missing} (n_layers={n_layers})")
         layer_params = {k: params[f"layer{layer}_{k}"] for k in LAYER_PARAMS}
         x, cache = encoder_layer_forward(x, layer_params, n_heads=n_heads, mask=mask, eps=eps,
                                          activation=activation,
                                          dropout=None if dropout is None else dropout[layer])  # (B, T, D)
         layers.append(cache)
-    return x, TextEncoderCache(embeddings, proj, tuple(layers), tuple(emb_params))
+        hidden.append(x)
+    return x, TextEncoderCache(embeddings, proj, tuple(layers), tuple(emb_params), tuple(hidden))
+
+
+def text_encoder_intermediates(cache: TextEncoderCache, prefix: str = "") -> dict[str, Any]:
+    """``{prefix}embeddings`` (x_0) then ``{prefix}layer{l}`` (x_{l+1}), in forward order."""
+    names = [f"{prefix}embeddings"] + [f"{prefix}layer{layer}" for layer in range(len(cache.layers))]
+    return dict(zip(names, cache.hidden))
 
 
 def text_encoder_backward(dh: Any, cache: TextEncoderCache) -> dict[str, Any]:
@@ -86,21 +108,3 @@ def init_text_encoder(rng, vocab: int, n_positions: int, width: int, d_model: in
         params.update({f"layer{layer}_{k}": v
                        for k, v in init_encoder_layer(rng, d_model, d_ff, xp=xp, dtype=dtype).items()})
     return params
-
-
-def _example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    pad = xp.asarray([[True] * 5, [True] * 3 + [False] * 2])
-    return Case(inputs={}, params=init_text_encoder(rng, 7, 6, 3, 4, 5, xp=xp, dtype=dtype),
-                static={"ids": integers(rng, 7, (2, 5), xp=xp), "pad": pad})
-
-
-def _forward(case: Case):
-    # BERT's tanh GELU (its TF code's form); also keeps the array-api-strict check fast.
-    h, cache = text_encoder_forward(case.static["ids"], case.static["pad"], case.params, n_heads=2,
-                                    activation="gelu_tanh")
-    return {"h": h}, cache
-
-
-register(Mechanism("nn.text_encoder", "BERT (Devlin et al., 2019)", "nn", _example, _forward,
-                   lambda cache, cot: text_encoder_backward(cot["h"], cache)))
