@@ -23,9 +23,21 @@
 # neighbours). The two outputs are concatenated, and a "flattened" feed-forward network (hidden width
 # equal to the model width) mixes them.
 #
-# This notebook runs the oracle's layer (`reference.attention.lsra`) on a short sentence and shows
-# the split by measuring, with the hand-written backward, which input tokens each output token
-# depends on.
+# **What it is for.** Lite Transformer targets mobile budgets (about 500M mult-adds). Much of a small
+# Transformer's attention capacity is spent on local context that a convolution models more cheaply, so LSRA gives
+# local context to a convolution and keeps attention for the long range.
+#
+# **The equations** (per layer, post-norm). With the channels split, $X = [X_a \mid X_c]$:
+# $$A = \mathrm{MHA}(X_a, X_a),\qquad C = \mathrm{LightConv}\big(\mathrm{GLU}(X_c W_{in} + b_{in});\ \operatorname{softmax}(\theta)\big) W_{out} + b_{out},$$
+# $$H_1 = \mathrm{LN}_1\big(X + [\,A \mid C\,]\big),\qquad H_2 = \mathrm{LN}_2\big(H_1 + \mathrm{FFN}(H_1)\big),$$
+# where LightConv's kernel $W = \operatorname{softmax}(\theta)$ has width $K$ and is shared by the channels of a head.
+#
+# **The intuition.** The concatenation has no mixing matrix, so the two branches are two specialists: the
+# attention channels can read anywhere, the convolution channels only their $K$ neighbours; the FFN then mixes
+# them. Code: [`reference/attention/lsra.py`](../reference/attention/lsra.py) and
+# [`reference/attention/lsra_conv.py`](../reference/attention/lsra_conv.py). This notebook runs the oracle's layer on
+# a short sentence and shows the split by measuring, with the hand-written backward, which input tokens each
+# output token depends on.
 
 # %%
 import matplotlib.pyplot as plt

@@ -16,12 +16,27 @@
 #
 # Docs pages: [`docs/mechanisms/attention.tree.md`](../docs/mechanisms/attention.tree.md), [`docs/mechanisms/embeddings.hierarchical.md`](../docs/mechanisms/embeddings.hierarchical.md), [`docs/mechanisms/objectives.subtree_masking.md`](../docs/mechanisms/objectives.subtree_masking.md) (the equations and the derived backward).
 #
-# Nguyen, Joty, Hoi and Socher (ICLR 2020, arXiv:2002.08046) feed a constituency tree to
-# self-attention. The leaves are the tokens; every non-terminal node gets its own vector, built
-# bottom-up from the leaves and nodes of its subtree by **hierarchical accumulation**, and attends
-# only inside its subtree (**subtree masking**). This notebook draws a parse tree, the tensors the
-# oracle builds from it, the accumulation tensor $\hat S$ and the mask, and checks the hand-derived
-# backward against finite differences.
+# Code: [`reference/attention/tree.py`](../reference/attention/tree.py) (the attention),
+# [`tree_accumulation.py`](../reference/attention/tree_accumulation.py) (the accumulation),
+# [`reference/embeddings/hierarchical.py`](../reference/embeddings/hierarchical.py) and
+# [`reference/objectives/subtree_masking.py`](../reference/objectives/subtree_masking.py).
+#
+# **What it is for.** Nguyen, Joty, Hoi and Socher (ICLR 2020, arXiv:2002.08046) give self-attention the
+# syntax of a sentence, in parallel and without a recursive network. The leaves are the tokens; every
+# non-terminal node of a constituency tree gets its own vector.
+#
+# **The equations.** For leaf $i$ and node $j$ whose span contains it, the path $V^i_j$ runs from the leaf up to
+# $j$. Hierarchical accumulation averages along that path, with the hierarchical embedding
+# $E_{ij} = [\,e^v_{|V^i_j|};\ e^h_{|H^i_j|}\,]$ (vertical depth, horizontal position) added to each node:
+# $$\hat S_{ij} = \frac{1}{\mathrm{den}_{ij}}\Big(l_i + \sum_{t \in V^i_j} (n_t + E_{it})\Big),\qquad
+#   \hat n_j = \frac{1}{|\mathrm{span}(j)|}\sum_{i \in \mathrm{span}(j)} w_i\, \hat S_{ij},$$
+# and attention runs over $[\text{leaves}; \hat n]$ under the **subtree mask**: a node may attend only to the
+# leaves of its span, itself and its descendants.
+#
+# **The intuition.** A node's vector is a summary of its subtree, built bottom-up like a parse, but as one
+# batched tensor product instead of a recursion; the mask keeps what reaches a node strictly from below it.
+# This notebook draws a parse tree, the tensors the oracle builds from it, the accumulation tensor $\hat S$, the
+# hierarchical embeddings and the mask, and checks the hand-derived backward against finite differences.
 
 # %%
 import matplotlib.pyplot as plt
@@ -117,7 +132,9 @@ n_hat, cache = hierarchical_accumulation_forward(leaf_values, node_values, w, tb
 s_hat = np.asarray(cache.s_hat)[0, 0, :, :, 0]
 
 fig, ax = plt.subplots(figsize=(5, 4))
-ax.imshow(np.where(np.asarray(tb.membership)[0], s_hat, np.nan), cmap="viridis")
+im = ax.imshow(np.where(np.asarray(tb.membership)[0], s_hat, np.nan), cmap="viridis")
+fig.colorbar(im, ax=ax, label=r"$\hat S_{ij}$")
+ax.set_xlabel("node $j$"); ax.set_ylabel("leaf $i$")
 for (i, j), v in np.ndenumerate(s_hat):
     if np.asarray(tb.membership)[0, i, j]:
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w")
@@ -165,6 +182,7 @@ ax.set_yticks(range(len(names)), names)
 ax.axhline(tree.n - 0.5, color="r")
 ax.axvline(tree.n - 0.5, color="r")
 ax.set_title("subtree mask (black = may attend)")
+ax.set_xlabel("key (leaves | nodes)"); ax.set_ylabel("query (leaves | nodes)")
 plt.show()
 
 # %% [markdown]
@@ -188,7 +206,8 @@ print("S  output moved by", np.max(np.abs(np.asarray(y2)[0, -1] - np.asarray(y)[
 #
 # The docs page derives the VJP of the upward average and of the weighted aggregation. Here the
 # accumulation alone is checked element by element against Richardson-extrapolated central
-# differences in float64.
+# differences in float64. A pass means the transposed path sums ($\mathrm{path}^\top$ applied to the
+# gradient), the span masks and the leaf weights' gradient are right, element by element.
 
 # %%
 report = check_mechanism(get("attention.tree.accumulation"), backend="numpy", mode="full")
