@@ -111,7 +111,9 @@ for n, row in zip((1, 2, 3), table):
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 2.8))
-ax.imshow(np.log10(table + 1e-16), vmin=-6, cmap="magma")
+im = ax.imshow(np.log10(table + 1e-16), vmin=-6, cmap="magma")
+fig.colorbar(im, ax=ax, label=r"$\log_{10}$ gradient norm")
+ax.set_xlabel("node v (its [CLS])")
 ax.set_xticks(range(N), names, rotation=30, ha="right")
 ax.set_yticks(range(3), ["1 layer", "2 layers", "3 layers"])
 ax.set_title("log10 |d [CLS] of node v / d tokens of P0|")

@@ -101,13 +101,14 @@ panels = [("full LSRA layer", influence(params, config)),
 
 fig, axes = plt.subplots(1, 4, figsize=(18, 4.5))
 for ax, (title, m) in zip(axes, panels):
-    ax.imshow(np.log10(m + 1e-16), vmin=-4, cmap="viridis")
+    im = ax.imshow(np.log10(m + 1e-16), vmin=-4, cmap="viridis")
     ax.set_title(title)
     ax.set_xticks(range(T), words, rotation=90)
     ax.set_yticks(range(T), words)
     ax.set_xlabel("input token s")
 axes[0].set_ylabel("output token t")
 fig.tight_layout()
+fig.colorbar(im, ax=axes, shrink=0.8, label=r"$\log_{10}$ |d output t / d input s|")
 plt.show()
 
 local = panels[1][1]

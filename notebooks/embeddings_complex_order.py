@@ -21,9 +21,16 @@
 #
 # $$f(j, \mathrm{pos})_k = r_{j,k}\, e^{\,i(\omega_{j,k}\,\mathrm{pos} + \theta_{j,k})}.$$
 #
-# The amplitude $r$ says *what* the word is; the phase says *where* it is. This notebook draws that
-# picture, then derives and checks the three derivatives $\partial L/\partial r$,
-# $\partial L/\partial \omega$, $\partial L/\partial \theta$ with the oracle's code.
+# **What it is for.** Position embeddings added to word embeddings say *where* a word is, but the model cannot
+# tell how a word's meaning relates to its neighbours' at a given distance. Making each embedding a continuous
+# function of position, with a rotation per step, lets relative order be read off the phases.
+#
+# **The intuition.** The amplitude $r$ says *what* the word is; the phase says *where* it is, and moving a word
+# by $\Delta$ positions rotates it by $\omega\Delta$ whatever its start. Code:
+# [`reference/embeddings/complex_order.py`](../reference/embeddings/complex_order.py) and
+# [`gradients/complex.py`](../gradients/complex.py) (the gradient conventions). This notebook draws that picture,
+# then derives and checks the three derivatives $\partial L/\partial r$, $\partial L/\partial \omega$,
+# $\partial L/\partial \theta$ with the oracle's code, and explains the two complex-gradient conventions.
 
 # %%
 import matplotlib.pyplot as plt
@@ -67,6 +74,7 @@ ax.set_aspect("equal")
 ax.axhline(0, color="k", lw=0.3)
 ax.axvline(0, color="k", lw=0.3)
 ax.set_title("dimension 0 of f(word, pos), pos = 0..11")
+ax.set_xlabel(r"$\operatorname{Re} f$"); ax.set_ylabel(r"$\operatorname{Im} f$")
 ax.legend(fontsize=7, loc="lower left")
 plt.show()
 
@@ -95,9 +103,11 @@ for ax, emb, title in ((axes[0], to_numpy(f0)[0], "the cat sat"), (axes[1], to_n
         ax.arrow(0, 0, emb[t, 0].real, emb[t, 0].imag, head_width=0.04, color=f"C{words.index(word)}")
         ax.annotate(f"{word}@{t}", (emb[t, 0].real, emb[t, 0].imag), xytext=(4, 4), textcoords="offset points",
                     fontsize=8)
-    ax.set_title(title)
+    ax.set_title(f"{title}: dimension 0")
     ax.set_aspect("equal")
+    ax.set_xlabel(r"$\operatorname{Re} f$")
     ax.grid(lw=0.3)
+axes[0].set_ylabel(r"$\operatorname{Im} f$")
 plt.show()
 
 # %% [markdown]
@@ -138,6 +148,7 @@ fig, ax = plt.subplots(figsize=(7, 3.5))
 for name, values in per_pos.items():
     ax.plot(np.arange(20), values, "o-", ms=3, label=name)
 ax.set_xlabel("position")
+ax.set_ylabel("contribution to the gradient")
 ax.set_title("per-position gradient contributions: the frequency's grows with pos")
 ax.legend()
 plt.show()
