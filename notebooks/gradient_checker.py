@@ -14,7 +14,8 @@
 # %% [markdown]
 # # The gradient checker
 #
-# Docs page: [`docs/gradient-checker.md`](../docs/gradient-checker.md) (the equations and the derived backward).
+# Docs page: [`docs/gradient-checker.md`](../docs/gradient-checker.md) (the command line, the report and the tolerances).
+# Code: [`gradients/check.py`](../gradients/check.py) and [`gradients/numerical.py`](../gradients/numerical.py).
 #
 # Every backward pass in this oracle is written by hand, so every one of them is
 # checked against numbers. This notebook shows how, on a building block whose
@@ -169,6 +170,7 @@ ax.set_ylabel("max relative error")
 ax.legend()
 ax.set_title("layer norm: finite-difference error")
 fig.tight_layout()
+plt.show()
 best = {method: min(err) for method, err in errors.items()}
 print({method: f"{value:.1e}" for method, value in best.items()})
 assert best["richardson"] < best["central"]
