@@ -225,32 +225,56 @@ def export_fixtures(names: Iterable[str] | None, out_dir: str | Path, *, seed: i
 
 
 def fixture_paths(path_or_name: str | Path, directory: str | Path | None = None) -> tuple[Path, Path]:
-    """(npz, json) paths for a mechanism name in ``directory``, or for a path to either file or their stem."""
+    """(npz, json) paths for a mechanism name in ``directory``, or for a path to either file or their stem.
+
+    With ``directory``, the name must stay inside it: ``"../x"`` or an absolute path is a FixtureError.
+    """
     text = str(path_or_name)
     for suffix in (".npz", ".json"):
         if text.endswith(suffix):
             text = text[: -len(suffix)]
-    base = Path(directory) / text if directory is not None else Path(text)
+    if directory is not None:
+        root = Path(directory).resolve()
+        base = (root / text).resolve()
+        if Path(text).is_absolute() or root not in base.parents:
+            raise FixtureError(f"fixture name {str(path_or_name)!r} escapes its directory {str(directory)!r}: "
+                               "pass a mechanism name such as 'nn.linear'")
+    else:
+        base = Path(text)
     return base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
 
 
 def load_fixture(path_or_name: str | Path, directory: str | Path | None = None) -> Fixture:
     """Load a fixture, verifying its sha256 and never unpickling.
 
-    ``path_or_name``: a mechanism name (with ``directory``), or a path to the
-    ``.npz``, the ``.json`` or their common stem. Raises
-    :class:`FixtureIntegrityError` when the npz does not match the json's sha256,
-    :class:`FixtureError` when a file is missing or the arrays disagree with the json.
+    ``path_or_name``: a mechanism name (with ``directory``, inside which it must stay), or a path to
+    the ``.npz``, the ``.json`` or their common stem. Raises :class:`FixtureIntegrityError` when the
+    npz does not match the json's sha256, :class:`FixtureError` when a file is missing, the json is
+    not a fixture's, the npz is not a readable archive, or the arrays disagree with the json.
+
+    The sha256 guards against accidents (a truncated download, a file edited or re-exported by
+    mistake), not against someone who can edit both files: to pin a set of fixtures against
+    tampering, keep your own manifest of their checksums (``sha256sum *.npz *.json``) where the
+    fixtures' writer cannot change it, and compare before loading.
     """
     npz_path, json_path = fixture_paths(path_or_name, directory)
-    for path in (npz_path, json_path):
-        if not path.is_file():
-            raise FixtureError(f"fixture file {path} does not exist (export it with "
-                               f"`python -m reference export NAME --out DIR`)")
+    if not json_path.is_file():
+        raise FixtureError(f"fixture file {json_path} does not exist (export it with "
+                           f"`python -m reference export NAME --out DIR`)")
     try:
         meta = json.loads(json_path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise FixtureError(f"{json_path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) or \
+            not isinstance(meta.get("shapes"), dict):
+        raise FixtureError(f"{json_path} is not a fixture's json (expected an object with 'sha256' and 'shapes', "
+                           f"got {type(meta).__name__})")
+    recorded = meta.get("npz", npz_path.name)
+    if not isinstance(recorded, str) or Path(recorded).name != recorded or recorded != npz_path.name:
+        raise FixtureError(f"{json_path}: its 'npz' field {recorded!r} must name the file beside it, {npz_path.name!r}")
+    if not npz_path.is_file():
+        raise FixtureError(f"fixture file {npz_path} does not exist (export it with "
+                           f"`python -m reference export NAME --out DIR`)")
     data = npz_path.read_bytes()
     expected, actual = meta.get("sha256"), _sha256(data)
     if expected != actual:
@@ -260,7 +284,11 @@ def load_fixture(path_or_name: str | Path, directory: str | Path | None = None) 
     fixture = Fixture(name=meta.get("mechanism", npz_path.stem), meta=meta)
     shapes = meta.get("shapes", {})
     static_arrays: dict[str, np.ndarray] = {}
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+    try:
+        archive = np.load(io.BytesIO(data), allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise FixtureError(f"{npz_path} is not a readable .npz archive: {err}") from None
+    with archive as npz:
         keys = list(npz.files)
         if sorted(keys) != sorted(shapes):
             raise FixtureError(f"{npz_path} holds arrays {sorted(keys)}, its json lists {sorted(shapes)}")
