@@ -84,11 +84,16 @@ def main(argv: list[str] | None = None) -> int:
                     jobs.append((mechanism.name, label, edge))
     except (ValueError, TypeError) as err:
         return usage_error(f"--config: {err}")
-    if args.json:
+    if args.json:  # checked by a real write now, not after the whole check has run
         target = Path(args.json)
-        if not target.parent.is_dir() or not os.access(target.parent, os.W_OK) or \
-                (target.exists() and not os.access(target, os.W_OK)):
-            return usage_error(f"--json {args.json}: cannot write there")
+        existed = target.exists()
+        try:
+            with open(target, "a"):
+                pass
+            if not existed:
+                target.unlink()
+        except OSError as err:
+            return usage_error(f"--json {args.json}: cannot write there ({err.strerror})")
 
     report = Report(mode=args.mode, backend=backend, dtype=args.dtype)
     start = time.perf_counter()

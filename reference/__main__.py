@@ -7,7 +7,6 @@ exits with status 2 and one line, without a traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -80,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as err:
         return usage_error(f"--config: {err}")
     out = Path(args.out)
-    existing = next((p for p in [out, *out.parents] if p.exists()), Path("."))
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        return usage_error(f"--out {args.out}: cannot write there")
+    try:  # a real write, not os.access (which says yes to root everywhere)
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".oracle-write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        return usage_error(f"--out {args.out}: cannot write there ({err.strerror})")
     for mechanism in chosen:
         fields = mechanism.config.parse(args.config) if mechanism.config is not None else None
         for path in export_fixture(mechanism, out, seed=args.seed, dtype=args.dtype, config=fields):
