@@ -1,4 +1,4 @@
-"""WKLM data construction and the registered example of ``objectives.entity_replacement``.
+"""WKLM data construction for ``objectives.entity_replacement`` (its registered case: cases/entity_replacement.py).
 
 An entity table maps each type to its entities and their surface tokens::
 
@@ -8,8 +8,14 @@ A document is a token list and its mentions, each ``(start, end, type, entity)``
 inclusive. ``replace_entities`` walks the mentions in order: each is replaced with probability
 ``replace_prob`` by the tokens of another entity of its type (uniformly chosen), unless the previous
 mention was replaced (no two adjacent mentions both replaced). ``build_wklm_batch`` adds [CLS] and
-[SEP], pads to T, masks a ``mlm_rate`` share of the tokens outside mentions (BERT's 80/10/10), and
-returns arrays for ``entity_replacement_forward``.
+[SEP], pads to T, chooses masked-LM positions by ``mlm_positions`` (BERT's 80/10/10 at each), and
+returns arrays for ``entity_replacement_forward``:
+
+- ``"authors"`` (default): ceil(mlm_rate * n) positions drawn without replacement over the n tokens of
+  the sequence, those inside a mention (or special) then skipped, so the effective rate is lower
+  (the authors' dataset code, as spec/findings.md reports it from xwhan/fairseq-wklm);
+- ``"exact"``: max(1, round(mlm_rate * n)) positions drawn among the tokens outside mentions (this
+  oracle's earlier rule).
 
 A type with a single entity cannot give a replacement: ``validate_entity_table`` rejects it.
 """
@@ -21,16 +27,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import from_numpy
-from ..nn.linear import init_linear
 from ..nn.losses import IGNORE_INDEX
-from ..nn.mlm_head import init_mlm_head
-from ..nn.text_encoder import init_text_encoder
-from ..random import generator
-from ..registry import Case, Mechanism, register
-from .entity_replacement import entity_replacement_backward, entity_replacement_forward
 
+#: The paper's replacement probability (Sec. 2 [paper, recalled]).
 REPLACE_PROB = 0.5
+#: The masked-LM share (the paper's 5% [paper, recalled]).
 MLM_RATE = 0.05
+MLM_POSITIONS = ("authors", "exact")
 
 
 def validate_entity_table(table: dict) -> None:
@@ -89,21 +92,25 @@ class WKLMBatch(NamedTuple):
     mention_start: Any  # (B, M) int
     mention_end: Any  # (B, M) int
     mention_valid: Any  # (B, M) bool
-    mention_labels: Any  # (B, M) float, 1 = replaced
+    mention_labels: Any  # (B, M) int, 1 = replaced
     mlm_targets: Any  # (B, T) int, IGNORE_INDEX where not masked
 
 
 def build_wklm_batch(rng: np.random.Generator, documents: list, table: dict, *, seq_len: int, max_mentions: int,
                      vocab_size: int, cls_id: int, sep_id: int, pad_id: int, mask_id: int,
                      special_ids: tuple[int, ...], mlm_rate: float = MLM_RATE, replace_prob: float = REPLACE_PROB,
-                     decisions: list | None = None, xp, dtype) -> WKLMBatch:
-    """documents: [(tokens, mentions)]; decisions: optional per-document lists of coin flips."""
+                     decisions: list | None = None, mlm_positions: str = "authors", n_empty_rows: int = 0,
+                     xp) -> WKLMBatch:
+    """documents: [(tokens, mentions)]; decisions: optional per-document lists of coin flips; ``n_empty_rows``
+    fully padded rows follow the documents."""
     if not 0.0 < mlm_rate < 1.0:
         raise ValueError(f"mlm_rate must lie in (0, 1), got {mlm_rate}")
-    b = len(documents)
+    if mlm_positions not in MLM_POSITIONS:
+        raise ValueError(f"mlm_positions must be one of {MLM_POSITIONS}, got {mlm_positions!r}")
+    b = len(documents) + n_empty_rows
     ids = np.full((b, seq_len), pad_id)
     starts, ends = np.zeros((b, max_mentions), dtype=np.int64), np.zeros((b, max_mentions), dtype=np.int64)
-    valid, labels = np.zeros((b, max_mentions), dtype=bool), np.zeros((b, max_mentions))
+    valid, labels = np.zeros((b, max_mentions), dtype=bool), np.zeros((b, max_mentions), dtype=np.int64)
     targets = np.full((b, seq_len), IGNORE_INDEX)
     normal_ids = np.setdiff1d(np.arange(vocab_size), special_ids)
     for row, (tokens, mentions) in enumerate(documents):
@@ -122,55 +129,21 @@ def build_wklm_batch(rng: np.random.Generator, documents: list, table: dict, *, 
         inside = np.zeros(seq_len, dtype=bool)
         for s, e in done.mentions:
             inside[s + 1:e + 2] = True
-        candidates = np.flatnonzero((np.arange(seq_len) < len(seq)) & ~inside & ~np.isin(ids[row], special_ids))
-        if candidates.size == 0:
-            raise ValueError(f"document {row} has no token outside mentions to mask")
-        count = int(min(max(1, np.round(mlm_rate * len(seq))), candidates.size))
-        masked = rng.choice(candidates, size=count, replace=False)
+        allowed = (np.arange(seq_len) < len(seq)) & ~inside & ~np.isin(ids[row], special_ids)
+        if mlm_positions == "authors":  # ceil(n rate) over the block, then skip entity (and special) tokens
+            drawn = rng.choice(len(seq), size=int(np.ceil(mlm_rate * len(seq))), replace=False)
+            masked = drawn[allowed[drawn]]
+        else:
+            candidates = np.flatnonzero(allowed)
+            if candidates.size == 0:
+                raise ValueError(f"document {row} has no token outside mentions to mask")
+            masked = rng.choice(candidates, size=int(min(max(1, np.round(mlm_rate * len(seq))), candidates.size)),
+                                replace=False)
+        count = masked.size
         targets[row, masked] = ids[row, masked]
         kind = rng.uniform(size=count)  # BERT: 80% [MASK], 10% random token, 10% keep
         ids[row, masked] = np.where(kind < 0.8, mask_id,
                                     np.where(kind < 0.9, rng.choice(normal_ids, size=count), ids[row, masked]))
     return WKLMBatch(from_numpy(ids, xp, xp.int64), from_numpy(ids != pad_id, xp), from_numpy(starts, xp, xp.int64),
-                     from_numpy(ends, xp, xp.int64), from_numpy(valid, xp), from_numpy(labels, xp, dtype),
+                     from_numpy(ends, xp, xp.int64), from_numpy(valid, xp), from_numpy(labels, xp, xp.int64),
                      from_numpy(targets, xp, xp.int64))
-
-
-# ---- registered example: B=2, T=11, V=13, D=4 (2 heads), F=5, M=3 --------------------------------------------
-PAD, CLS, SEP, MASK = 0, 1, 2, 3
-B, T, V, D, F, M, HEADS = 2, 11, 13, 4, 5, 3, 2
-TABLE = {"city": {"Paris": [7], "Berlin": [8, 9], "Rome": [10]}, "person": {"Curie": [11], "Bohr": [12, 7]}}
-#: "Curie lived in Paris near Rome" / "Bohr visited Berlin"; words 4, 5, 6.
-DOCUMENTS = [([11, 4, 5, 7, 6, 10], [(0, 0, "person", "Curie"), (3, 3, "city", "Paris"), (5, 5, "city", "Rome")]),
-             ([12, 7, 4, 8, 9, 5], [(0, 1, "person", "Bohr"), (3, 4, "city", "Berlin")])]
-DECISIONS = [[False, True, False], [True, False]]
-
-
-def example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    batch = build_wklm_batch(rng, DOCUMENTS, TABLE, seq_len=T, max_mentions=M, vocab_size=V, cls_id=CLS,
-                             sep_id=SEP, pad_id=PAD, mask_id=MASK, special_ids=(PAD, CLS, SEP, MASK),
-                             decisions=DECISIONS, xp=xp, dtype=dtype)
-    params = init_text_encoder(rng, V, T, D, D, F, xp=xp, dtype=dtype)
-    params.update({"head_" + k if k != "out_bias" else k: v
-                   for k, v in init_mlm_head(rng, D, D, V, xp=xp, dtype=dtype).items()})
-    ent = init_linear(rng, 2 * D, 1, xp=xp, dtype=dtype)
-    params["ent_w"], params["ent_b"] = ent["w"], ent["b"]
-    return Case(inputs={}, params=params, static=batch._asdict())
-
-
-def forward(case: Case):
-    s = case.static
-    (loss, ent_loss, mlm_loss), cache = entity_replacement_forward(
-        s["ids"], s["pad"], s["mention_start"], s["mention_end"], s["mention_valid"], s["mention_labels"],
-        s["mlm_targets"], case.params, n_heads=HEADS)
-    return {"loss": loss, "ent_loss": ent_loss, "mlm_loss": mlm_loss}, cache
-
-
-def backward(cache, cot):
-    return entity_replacement_backward(cot["loss"], cache, dent_loss=cot.get("ent_loss", 0.0),
-                                       dmlm_loss=cot.get("mlm_loss", 0.0))
-
-
-register(Mechanism("objectives.entity_replacement", "WKLM (Xiong et al., ICLR 2020)", "objectives", example,
-                   forward, backward))

@@ -38,8 +38,7 @@ from ..backend import array_namespace
 from ..nn.linear import LinearCache, init_linear, linear_backward, linear_forward
 from ..nn.losses import CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
 from ..nn.text_encoder import TextEncoderCache, init_text_encoder, text_encoder_backward, text_encoder_forward
-from ..random import generator
-from ..registry import Case, Mechanism, register
+from ..nn.bert_embeddings import require_ids, require_tables
 from ..validate import require_index_range, require_shape
 
 NEXT, PREVIOUS, RANDOM = 0, 1, 2
@@ -60,7 +59,11 @@ def structbert_sentence_forward(ids: Any, segments: Any, pad: Any, labels: Any, 
                                 activation: str = "gelu_tanh") -> tuple[tuple[Any, Any], SentencePairCache]:
     """Returns (L_sent, logits (B, 3)). params: text-encoder keys (with "seg") plus pool_w, pool_b, cls_w, cls_b."""
     xp = array_namespace(params["tok"])
-    require_index_range("ids", ids, params["tok"].shape[0])
+    require_tables(params, ("tok", "seg"))
+    require_shape("params['tok']", params["tok"], ["vocab", "dim"], [None, None])
+    require_ids("ids", ids, params["tok"].shape[0])
+    require_shape("segments", segments, ["batch", "seq"], list(ids.shape))
+    require_index_range("segments", segments, params["seg"].shape[0])
     require_shape("labels", labels, ["batch"], [ids.shape[0]])
     require_index_range("labels", labels, N_CLASSES)
     h, encoder = text_encoder_forward(ids, pad, params, n_heads=n_heads, n_layers=n_layers, segments=segments,
@@ -82,6 +85,17 @@ def structbert_sentence_backward(dloss: Any, cache: SentencePairCache, *, dlogit
     grads = text_encoder_backward(dh, cache.encoder)
     grads.update({"pool_w": pool["w"], "pool_b": pool["b"], "cls_w": cls["w"], "cls_b": cls["b"]})
     return grads
+
+
+def init_structbert_sentence(rng, *, vocab: int, n_positions: int, d_model: int, d_ff: int, xp, dtype,
+                             n_layers: int = 1) -> dict[str, Any]:
+    """A text encoder with two segment types, BERT's pooler and the 3-way classifier."""
+    params = init_text_encoder(rng, vocab, n_positions, d_model, d_model, d_ff, xp=xp, dtype=dtype,
+                               n_layers=n_layers, n_segments=2)
+    for name, (d_in, d_out) in (("pool", (d_model, d_model)), ("cls", (d_model, N_CLASSES))):
+        lin = init_linear(rng, d_in, d_out, xp=xp, dtype=dtype)
+        params[name + "_w"], params[name + "_b"] = lin["w"], lin["b"]
+    return params
 
 
 def build_sentence_pair(documents: list, doc: int, index: int, label: int, *, seq_len: int, cls_id: int,
@@ -149,35 +163,3 @@ def sample_sentence_pairs(rng: np.random.Generator, documents: list, batch: int,
     ids, segments, pad = (np.asarray([r[k] for r in rows]) for k in range(3))
     return SentencePairs(xp.asarray(ids, dtype=xp.int64), xp.asarray(segments, dtype=xp.int64), xp.asarray(pad),
                          xp.asarray(np.asarray(labels), dtype=xp.int64))
-
-
-# ---- registered example: B=3 (one pair per class), T=8, V=11, D=4 (2 heads), F=5 ------------------------------
-PAD, CLS, SEP = 0, 1, 2
-B, T, V, D, F, HEADS = 3, 8, 11, 4, 5, 2
-DOCUMENTS = [[[4, 5], [6, 7, 8], [9]], [[10, 4], [5, 6]], [[7]]]
-
-
-def example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    pairs = sample_sentence_pairs(rng, DOCUMENTS, B, seq_len=T, cls_id=CLS, sep_id=SEP, pad_id=PAD,
-                                  labels=[NEXT, PREVIOUS, RANDOM], xp=xp)
-    params = init_text_encoder(rng, V, T, D, D, F, xp=xp, dtype=dtype, n_segments=2)
-    for name, (d_in, d_out) in (("pool", (D, D)), ("cls", (D, N_CLASSES))):
-        lin = init_linear(rng, d_in, d_out, xp=xp, dtype=dtype)
-        params[name + "_w"], params[name + "_b"] = lin["w"], lin["b"]
-    return Case(inputs={}, params=params, static=pairs._asdict())
-
-
-def forward(case: Case):
-    s = case.static
-    (loss, logits), cache = structbert_sentence_forward(s["ids"], s["segments"], s["pad"], s["labels"], case.params,
-                                                        n_heads=HEADS)
-    return {"loss": loss, "logits": logits}, cache
-
-
-def backward(cache, cot):
-    return structbert_sentence_backward(cot["loss"], cache, dlogits=cot.get("logits", 0.0))
-
-
-register(Mechanism("objectives.structbert_sentence", "StructBERT (Wang et al., ICLR 2020)", "objectives", example,
-                   forward, backward))

@@ -43,15 +43,17 @@ import numpy as np
 
 from ..backend import array_namespace, from_numpy, to_numpy
 from ..nn.losses import IGNORE_INDEX, CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
-from ..nn.mlm_head import MLMHeadCache, mlm_head_backward, mlm_head_forward
-from ..nn.text_encoder import TextEncoderCache, text_encoder_backward, text_encoder_forward
-from ..random import generator
-from ..registry import Case, Mechanism, register
-from ..validate import require_index_range, require_shape
+from ..nn.mlm_head import MLMHeadCache, init_mlm_head, mlm_head_backward, mlm_head_forward, mlm_head_keys
+from ..nn.text_encoder import TextEncoderCache, init_text_encoder, text_encoder_backward, text_encoder_forward
+from ..nn.bert_embeddings import require_ids, require_tables
+from ..validate import require_int, require_shape
 
 #: The five non-identity orderings of a trigram.
 SHUFFLES = tuple(p for p in permutations(range(3)) if p != (0, 1, 2))
-HEAD_KEYS = ("w", "b", "ln_gamma", "ln_beta", "out_bias")
+HEAD = mlm_head_keys("head_")
+#: How L_word averages: "mean" over shuffled positions (spec/objectives.md Sec. 2 item 3, like BERT's MLM
+#: average) or "sum", Eq. (1)'s sum of log-likelihoods over the batch's shuffled positions.
+WORD_REDUCTIONS = ("mean", "sum")
 
 
 class StructBertWordExample(NamedTuple):
@@ -67,17 +69,24 @@ class StructBertWordCache(NamedTuple):
     head: MLMHeadCache  # logits (B, T, V)
     mlm: CrossEntropyCache
     word: CrossEntropyCache
+    word_scale: Any  # () 1 ("mean") or the number of shuffled positions ("sum")
 
 
 def structbert_word_forward(input_ids: Any, pad: Any, mlm_targets: Any, word_targets: Any,
                             params: dict[str, Any], *, n_heads: int, n_layers: int = 1,
-                            activation: str = "gelu_tanh") -> tuple[tuple[Any, Any, Any], StructBertWordCache]:
+                            activation: str = "gelu_tanh", word_reduction: str = "mean",
+                            ) -> tuple[tuple[Any, Any, Any], StructBertWordCache]:
     """Returns (L, L_MLM, L_word). params: text-encoder keys plus head_w, head_b, head_ln_gamma, head_ln_beta,
     out_bias; the head's output projection is params["tok"] (tied)."""
     xp = array_namespace(params["tok"])
+    require_tables(params, ("tok",))
+    require_shape("params['tok']", params["tok"], ["vocab", "dim"], [None, None])
     vocab = params["tok"].shape[0]
-    require_index_range("input_ids", input_ids, vocab)
+    require_ids("input_ids", input_ids, vocab)
+    if word_reduction not in WORD_REDUCTIONS:
+        raise ValueError(f"word_reduction must be one of {WORD_REDUCTIONS}, got {word_reduction!r}")
     for name, targets in (("mlm_targets", mlm_targets), ("word_targets", word_targets)):
+        require_int(name, targets)
         require_shape(name, targets, ["batch", "seq"], list(input_ids.shape))
         valid = targets != IGNORE_INDEX
         if bool(xp.any(valid & ((targets < 0) | (targets >= vocab)))):
@@ -86,23 +95,33 @@ def structbert_word_forward(input_ids: Any, pad: Any, mlm_targets: Any, word_tar
             raise ValueError(f"{name} has no target: its loss would be empty")
     h, encoder = text_encoder_forward(input_ids, pad, params, n_heads=n_heads, n_layers=n_layers,
                                       activation=activation)  # (B, T, D)
-    head_params = {k: params["head_" + k] if k != "out_bias" else params["out_bias"] for k in HEAD_KEYS}
-    logits, head = mlm_head_forward(h, head_params, params["tok"], activation=activation)  # (B, T, V)
+    logits, head = mlm_head_forward(h, {k: params[name] for k, name in HEAD.items()}, params["tok"],
+                                    activation=activation)  # (B, T, V)
     mlm_loss, mlm = cross_entropy_forward(logits, mlm_targets)
-    word_loss, word = cross_entropy_forward(logits, word_targets)  # Eq. (1), averaged
-    return (mlm_loss + word_loss, mlm_loss, word_loss), StructBertWordCache(encoder, head, mlm, word)
+    word_mean, word = cross_entropy_forward(logits, word_targets)
+    scale = word.count if word_reduction == "sum" else xp.asarray(1.0, dtype=logits.dtype)
+    word_loss = scale * word_mean  # Eq. (1): -sum log P(pos_t = x_t | x~), averaged unless "sum"
+    return (mlm_loss + word_loss, mlm_loss, word_loss), StructBertWordCache(encoder, head, mlm, word, scale)
 
 
 def structbert_word_backward(dloss: Any, cache: StructBertWordCache, *, dmlm_loss: Any = 0.0,
                              dword_loss: Any = 0.0) -> dict[str, Any]:
     """Gradients of ``dloss L + dmlm_loss L_MLM + dword_loss L_word``."""
     dlogits = (cross_entropy_backward(dloss + dmlm_loss, cache.mlm)
-               + cross_entropy_backward(dloss + dword_loss, cache.word))  # (B, T, V)
+               + cross_entropy_backward(cache.word_scale * (dloss + dword_loss), cache.word))  # (B, T, V)
     dh, head, dtok_out = mlm_head_backward(dlogits, cache.head)  # (B, T, D), (V, D)
     grads = text_encoder_backward(dh, cache.encoder)
     grads["tok"] = grads["tok"] + dtok_out  # tied: input embedding + output projection
-    grads.update({"head_" + k if k != "out_bias" else k: v for k, v in head.items()})
+    grads.update({HEAD[k]: v for k, v in head.items()})
     return grads
+
+
+def init_structbert_word(rng, *, vocab: int, n_positions: int, d_model: int, d_ff: int, xp, dtype,
+                         n_layers: int = 1) -> dict[str, Any]:
+    """A text encoder of width d_model (no projection) and a tied MLM head."""
+    params = init_text_encoder(rng, vocab, n_positions, d_model, d_model, d_ff, xp=xp, dtype=dtype, n_layers=n_layers)
+    params.update({HEAD[k]: v for k, v in init_mlm_head(rng, d_model, d_model, vocab, xp=xp, dtype=dtype).items()})
+    return params
 
 
 def sample_structbert_word(rng: np.random.Generator, ids: Any, pad: Any, *, mask_id: int, vocab_size: int,
@@ -126,6 +145,10 @@ def sample_structbert_word(rng: np.random.Generator, ids: Any, pad: Any, *, mask
     normal_ids = np.setdiff1d(np.arange(vocab_size), special_ids)
     starts_all, shuffles_all = [], []
     for row in range(x.shape[0]):
+        if not real[row].any():  # a fully padded row: nothing to mask or shuffle
+            starts_all.append([])
+            shuffles_all.append([])
+            continue
         candidates = np.flatnonzero(ordinary[row])
         if candidates.size == 0:
             raise ValueError(f"sequence {row} has no maskable token")
@@ -157,47 +180,3 @@ def sample_structbert_word(rng: np.random.Generator, ids: Any, pad: Any, *, mask
         shuffles_all.append(shuffles)
     return StructBertWordExample(from_numpy(out, xp, xp.int64), from_numpy(mlm_targets, xp, xp.int64),
                                  from_numpy(word_targets, xp, xp.int64), starts_all, shuffles_all)
-
-
-# ---- registered example: B=2, T=9, V=11, D=4 (2 heads), F=5 -------------------------------------------------
-PAD, CLS, SEP, MASK = 0, 1, 2, 3
-B, T, V, D, F, HEADS = 2, 9, 11, 4, 5, 2
-
-
-def init_structbert_word(rng, *, vocab: int, n_positions: int, d_model: int, d_ff: int, xp, dtype) -> dict:
-    from ..nn.mlm_head import init_mlm_head
-    from ..nn.text_encoder import init_text_encoder
-
-    params = init_text_encoder(rng, vocab, n_positions, d_model, d_model, d_ff, xp=xp, dtype=dtype)
-    head = init_mlm_head(rng, d_model, d_model, vocab, xp=xp, dtype=dtype)
-    params.update({"head_" + k if k != "out_bias" else k: v for k, v in head.items()})
-    return params
-
-
-def example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    ids = rng.integers(4, V, (B, T))
-    ids[:, 0], ids[0, T - 1], ids[1, T - 2], ids[1, T - 1] = CLS, SEP, SEP, PAD
-    pad = ids != PAD
-    built = sample_structbert_word(rng, xp.asarray(ids), xp.asarray(pad), mask_id=MASK, vocab_size=V,
-                                   special_ids=(PAD, CLS, SEP, MASK), mask_rate=0.2, xp=xp)
-    return Case(inputs={}, params=init_structbert_word(rng, vocab=V, n_positions=T, d_model=D, d_ff=F, xp=xp,
-                                                       dtype=dtype),
-                static={"input_ids": built.input_ids, "pad": xp.asarray(pad), "mlm_targets": built.mlm_targets,
-                        "word_targets": built.word_targets, "original_ids": xp.asarray(ids)})
-
-
-def forward(case: Case):
-    s = case.static
-    (loss, mlm_loss, word_loss), cache = structbert_word_forward(s["input_ids"], s["pad"], s["mlm_targets"],
-                                                                 s["word_targets"], case.params, n_heads=HEADS)
-    return {"loss": loss, "mlm_loss": mlm_loss, "word_loss": word_loss}, cache
-
-
-def backward(cache, cot):
-    return structbert_word_backward(cot["loss"], cache, dmlm_loss=cot.get("mlm_loss", 0.0),
-                                    dword_loss=cot.get("word_loss", 0.0))
-
-
-register(Mechanism("objectives.structbert_word", "StructBERT (Wang et al., ICLR 2020)", "objectives", example,
-                   forward, backward))
