@@ -41,9 +41,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
-from ..validate import require_float, require_shape
+from ..validate import require_bool, require_finite, require_float, require_int, require_shape
 
-__all__ = ["Tree", "TreeBatch", "parse_tree", "batch_trees", "tree_static", "require_tree_states"]
+__all__ = ["Tree", "TreeBatch", "parse_tree", "batch_trees", "tree_static", "require_tree", "require_tree_states"]
 
 
 @dataclass(frozen=True)
@@ -121,58 +121,84 @@ def _parse_nested(text: str) -> tuple[str, list]:
     return root
 
 
-def _collapse(node: Any) -> Any:
+def _post_order(root: tuple[str, list]) -> list[tuple[str, list]]:
+    """Every node of a nested tree, children before parents, left to right (iterative: no depth limit)."""
+    order: list[tuple[str, list]] = []
+    stack: list[tuple[tuple[str, list], bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        stack.append((node, True))
+        stack.extend((child, False) for child in reversed(node[1]) if not isinstance(child, str))
+    return order
+
+
+def _collapse(root: tuple[str, list]) -> Any:
     """The authors' preprocessing: drop pre-terminals, collapse unary chains (lowest label survives)."""
-    if isinstance(node, str):
-        return node
-    label, children = node
-    children = [_collapse(c) for c in children]
-    if len(children) == 1:
-        return children[0]  # a token (pre-terminal dropped) or the lower node of a unary chain
-    return (label, children)
+    done: dict[int, Any] = {}  # id(node) -> its collapsed form (a token or a (label, children) node)
+    for node in _post_order(root):
+        label, children = node
+        kept = [c if isinstance(c, str) else done[id(c)] for c in children]
+        done[id(node)] = kept[0] if len(kept) == 1 else (label, kept)  # a token or the lower node of a chain
+    return done[id(root)]
 
 
 def parse_tree(text: str, *, collapse: bool = False) -> Tree:
-    """Parse and validate a bracketed constituency tree; nodes are listed bottom-up (post-order)."""
+    """Parse and validate a bracketed constituency tree; nodes are listed bottom-up (post-order).
+
+    Iterative throughout, so a tree of any depth (a 5,000-level chain) parses without RecursionError.
+    """
     nested = _parse_nested(text)
     if collapse:
         collapsed = _collapse(nested)
         nested = collapsed if not isinstance(collapsed, str) else (nested[0], [collapsed])
+    nodes = _post_order(nested)
+    index = {id(node): j for j, node in enumerate(nodes)}
     leaves: list[str] = []
-    labels: list[str] = []
-    spans: list[tuple[int, int]] = []
-    parent: list[int] = []
+    labels = [label for label, _ in nodes]
+    parent = [-1] * len(nodes)
     leaf_parent: list[int] = []
-
-    def visit(node: tuple[str, list]) -> int:
-        label, children = node
-        start = len(leaves)
-        own_leaves, child_nodes = [], []
+    first_leaf = [0] * len(nodes)
+    for j, (_, children) in enumerate(nodes):  # post-order: a node's children are numbered before it
         for child in children:
-            if isinstance(child, str):
-                own_leaves.append(len(leaves))
-                leaves.append(child)
-                leaf_parent.append(-1)
-            else:
-                child_nodes.append(visit(child))
-        j = len(labels)
-        labels.append(label)
-        spans.append((start, len(leaves) - 1))
-        parent.append(-1)
-        for i in own_leaves:
-            leaf_parent[i] = j
-        for c in child_nodes:
-            parent[c] = j
-        return j
+            if not isinstance(child, str):
+                parent[index[id(child)]] = j
+    # Leaves in reading order: an iterative pre-order walk over nodes and (token, node) pairs.
+    stack: list[Any] = [nested]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Token):
+            leaves.append(item.text)
+            leaf_parent.append(item.node)
+            continue
+        j = index[id(item)]
+        first_leaf[j] = len(leaves)
+        stack.extend(_Token(c, j) if isinstance(c, str) else c for c in reversed(item[1]))
+    last = [0] * len(nodes)
+    for i, j in enumerate(leaf_parent):
+        last[j] = max(last[j], i)
+    for j in range(len(nodes)):  # children first: a node's last leaf is the largest of its own and its children's
+        if parent[j] >= 0:
+            last[parent[j]] = max(last[parent[j]], last[j])
+    spans = tuple((first_leaf[j], last[j]) for j in range(len(nodes)))
+    return Tree(tuple(leaves), tuple(labels), tuple(parent), tuple(leaf_parent), spans)
 
-    visit(nested)
-    if collapse and len(labels) == 0:  # pragma: no cover - visit always makes the root
-        raise AssertionError("no node survived")
-    return Tree(tuple(leaves), tuple(labels), tuple(parent), tuple(leaf_parent), tuple(spans))
+
+class _Token(NamedTuple):
+    """A token of the walk in :func:`parse_tree`, with the node whose child it is."""
+
+    text: str
+    node: int
 
 
 def _check_tree(t: Tree, name: str) -> None:
-    """A hand-made Tree must be a tree: consistent lengths, one root, no cycle, spans that match the leaves."""
+    """A hand-made Tree must be a tree: consistent lengths, one root, no cycle, spans that match the leaves.
+
+    O(n + m) with no recursion: parents are visited before children from the root (a cycle leaves nodes
+    unreached), and each node's leaf count and extremes are summed up from its children.
+    """
     if t.n == 0 or t.m == 0:
         raise ValueError(f"{name} must have at least one leaf and one node, got n={t.n}, m={t.m}")
     if len(t.parent) != t.m or len(t.spans) != t.m or len(t.leaf_parent) != t.n:
@@ -181,16 +207,27 @@ def _check_tree(t: Tree, name: str) -> None:
         raise ValueError(f"{name}: parent must lie in [-1, {t.m}) and leaf_parent in [0, {t.m})")
     if sum(p < 0 for p in t.parent) != 1:
         raise ValueError(f"{name} must have exactly one root (parent -1), got {sum(p < 0 for p in t.parent)}")
+    children: list[list[int]] = [[] for _ in range(t.m)]
+    for j, p in enumerate(t.parent):
+        if p >= 0:
+            children[p].append(j)
+    top_down = [t.parent.index(-1)]
+    for j in top_down:
+        top_down.extend(children[j])
+    if len(top_down) != t.m:
+        unreached = sorted(set(range(t.m)) - set(top_down))
+        raise ValueError(f"{name}: the parent links of node {unreached[0]} form a cycle")
+    low, high, count = [t.n] * t.m, [-1] * t.m, [0] * t.m
+    for i, j in enumerate(t.leaf_parent):
+        low[j], high[j], count[j] = min(low[j], i), max(high[j], i), count[j] + 1
+    for j in reversed(top_down):
+        p = t.parent[j]
+        if p >= 0:
+            low[p], high[p], count[p] = min(low[p], low[j]), max(high[p], high[j]), count[p] + count[j]
     for j in range(t.m):
-        k, steps = j, 0
-        while t.parent[k] >= 0:
-            k, steps = t.parent[k], steps + 1
-            if steps > t.m:
-                raise ValueError(f"{name}: the parent links of node {j} form a cycle")
-    for j in range(t.m):
-        inside = [i for i in range(t.n) if j in t.ancestors(t.leaf_parent[i])]
-        if not inside or (inside[0], inside[-1]) != tuple(t.spans[j]) or len(inside) != inside[-1] - inside[0] + 1:
-            raise ValueError(f"{name}: node {j} ({t.labels[j]}) has span {t.spans[j]} but its leaves are {inside}")
+        if count[j] == 0 or (low[j], high[j]) != tuple(t.spans[j]) or count[j] != high[j] - low[j] + 1:
+            raise ValueError(f"{name}: node {j} ({t.labels[j]}) has span {t.spans[j]} but its {count[j]} leaves "
+                             f"lie in [{low[j]}, {high[j]}]")
 
 
 class TreeBatch(NamedTuple):
@@ -207,37 +244,98 @@ class TreeBatch(NamedTuple):
     depth1: Any  # (B, N, M) int64
 
 
+def _euler_tour(t: Tree) -> tuple[list[int], list[int], list[int]]:
+    """Entry and exit times of an iterative depth-first walk (k lies in j's subtree iff tin[j] <= tin[k] <= tout[j])
+    and depth + 1 of every node (root = 1)."""
+    children: list[list[int]] = [[] for _ in range(t.m)]
+    for j, p in enumerate(t.parent):
+        if p >= 0:
+            children[p].append(j)
+    tin, tout, depth1 = [0] * t.m, [0] * t.m, [0] * t.m
+    root = t.parent.index(-1)
+    depth1[root] = 1
+    stack, clock = [(root, False)], 0
+    while stack:
+        j, done = stack.pop()
+        if done:
+            tout[j] = clock - 1
+            continue
+        tin[j], clock = clock, clock + 1
+        stack.append((j, True))
+        for c in children[j]:
+            depth1[c] = depth1[j] + 1
+            stack.append((c, False))
+    return tin, tout, depth1
+
+
+def _tree_tensors(t: Tree, n: int, m: int, *, xp) -> dict[str, Any]:
+    """One tree's incidence tensors padded to n leaves and m nodes (array expressions, no per-entry loop)."""
+    tin, tout, depth1 = _euler_tour(t)
+    pad = m - t.m
+    def col(values: list[int], fill: int) -> Any:
+        return xp.asarray(list(values) + [fill] * pad, dtype=xp.int64)  # (M,)
+    start, end = col([s for s, _ in t.spans], 1), col([e for _, e in t.spans], 0)  # padded nodes: empty span
+    tin_, tout_, depth_ = col(tin, 1), col(tout, 0), col(depth1, 0)
+    leaf = xp.arange(n, dtype=xp.int64)[:, None]  # (N, 1)
+    leaf_depth = xp.asarray([depth1[p] for p in t.leaf_parent] + [0] * (n - t.n), dtype=xp.int64)  # (N,)
+    leaf_valid = xp.arange(n) < t.n  # (N,)
+    node_valid = xp.arange(m) < t.m  # (M,)
+    mem = leaf_valid[:, None] & (start[None, :] <= leaf) & (leaf <= end[None, :])  # (N, M) l_i in R(x_j)
+    sub = (node_valid[:, None] & node_valid[None, :] & (tin_[:, None] <= tin_[None, :])
+           & (tin_[None, :] <= tout_[:, None]))  # (M, M) [j, k]: k in the subtree of j
+    path = mem[:, :, None] & mem[:, None, :] & sub[None, :, :]  # (N, M, M)
+    zero = xp.zeros((n, m), dtype=xp.int64)
+    return {"leaf_valid": leaf_valid, "node_valid": node_valid, "membership": mem, "subtree": sub, "path": path,
+            "path_len": xp.where(mem, leaf_depth[:, None] - depth_[None, :] + 1, zero),  # (N, M) |V^i_j|
+            "span_len": xp.sum(xp.astype(mem, xp.int64), axis=0),  # (M,)
+            "horizontal": xp.where(mem, leaf - start[None, :] + 1, zero),  # (N, M) 1-based position in the span
+            "depth1": xp.where(mem, xp.broadcast_to(depth_[None, :], (n, m)), zero)}  # (N, M)
+
+
 def batch_trees(trees: Sequence[Tree | str], *, xp, collapse: bool = False) -> TreeBatch:
-    """Pad a list of trees (parsed or bracket strings) into one :class:`TreeBatch` on ``xp``."""
+    """Pad a list of trees (parsed or bracket strings) into one :class:`TreeBatch` on ``xp``.
+
+    Iterative and vectorised: a 5,000-level chain batches in well under a second (its ``path`` tensor
+    has N M^2 entries, which bounds the sizes that fit in memory, not the depth).
+    """
+    if isinstance(trees, (str, Tree)):
+        raise TypeError("trees must be a sequence of trees (a list of Tree or bracket strings), "
+                        f"got a single {type(trees).__name__}")
     if len(trees) == 0:
         raise ValueError("trees must hold at least one tree")
-    trees = [parse_tree(t, collapse=collapse) if isinstance(t, str) else t for t in trees]
+    parsed = []
     for k, t in enumerate(trees):
-        if not isinstance(t, Tree):
+        if isinstance(t, str):
+            t = parse_tree(t, collapse=collapse)
+        elif not isinstance(t, Tree):
             raise TypeError(f"trees[{k}] must be a Tree or a bracket string, got {type(t).__name__}")
-        _check_tree(t, f"trees[{k}]")
-    n = max(t.n for t in trees)
-    m = max(t.m for t in trees)
-    fields: dict[str, list] = {f: [] for f in TreeBatch._fields}
-    for t in trees:
-        anc = [set(t.ancestors(j)) for j in range(t.m)]  # anc[t] = t and its ancestors
-        leaf_anc = [anc[t.leaf_parent[i]] for i in range(t.n)]
-        depth1 = [len(anc[j]) for j in range(t.m)]
-        mem = [[i < t.n and j < t.m and j in leaf_anc[i] for j in range(m)] for i in range(n)]
-        sub = [[j < t.m and k < t.m and j in anc[k] for k in range(m)] for j in range(m)]
-        path = [[[mem[i][j] and mem[i][k] and sub[j][k] for k in range(m)] for j in range(m)] for i in range(n)]
-        fields["leaf_valid"].append([i < t.n for i in range(n)])
-        fields["node_valid"].append([j < t.m for j in range(m)])
-        fields["membership"].append(mem)
-        fields["subtree"].append(sub)
-        fields["path"].append(path)
-        fields["path_len"].append([[sum(path[i][j]) for j in range(m)] for i in range(n)])
-        fields["span_len"].append([sum(mem[i][j] for i in range(n)) for j in range(m)])
-        fields["horizontal"].append([[sum(mem[r][j] for r in range(i + 1)) if mem[i][j] else 0 for j in range(m)]
-                                     for i in range(n)])
-        fields["depth1"].append([[depth1[j] if mem[i][j] else 0 for j in range(m)] for i in range(n)])
-    bools = ("leaf_valid", "node_valid", "membership", "subtree", "path")
-    return TreeBatch(**{f: xp.asarray(v, dtype=xp.bool if f in bools else xp.int64) for f, v in fields.items()})
+        else:
+            _check_tree(t, f"trees[{k}]")
+        parsed.append(t)
+    n = max(t.n for t in parsed)
+    m = max(t.m for t in parsed)
+    per_tree = [_tree_tensors(t, n, m, xp=xp) for t in parsed]
+    return TreeBatch(**{f: xp.stack([p[f] for p in per_tree], axis=0) for f in TreeBatch._fields})
+
+
+def require_tree(tree: Any, name: str = "tree") -> None:
+    """``tree`` must be a :class:`TreeBatch` with boolean masks and integer counts of consistent shapes."""
+    if not isinstance(tree, TreeBatch):
+        raise TypeError(f"{name} must be a TreeBatch (from batch_trees), got {type(tree).__name__}")
+    for field in ("leaf_valid", "node_valid", "membership", "subtree", "path"):
+        require_bool(f"{name}.{field}", getattr(tree, field))
+    for field in ("path_len", "span_len", "horizontal", "depth1"):
+        require_int(f"{name}.{field}", getattr(tree, field))
+    require_shape(f"{name}.membership", tree.membership, ["batch", "leaves", "nodes"], [None, None, None])
+    b, n, m = tree.membership.shape
+    for field, axes, want in (("leaf_valid", ["batch", "leaves"], [b, n]), ("node_valid", ["batch", "nodes"], [b, m]),
+                              ("subtree", ["batch", "nodes", "nodes"], [b, m, m]),
+                              ("path", ["batch", "leaves", "nodes", "nodes"], [b, n, m, m]),
+                              ("path_len", ["batch", "leaves", "nodes"], [b, n, m]),
+                              ("span_len", ["batch", "nodes"], [b, m]),
+                              ("horizontal", ["batch", "leaves", "nodes"], [b, n, m]),
+                              ("depth1", ["batch", "leaves", "nodes"], [b, n, m])):
+        require_shape(f"{name}.{field}", getattr(tree, field), axes, want)
 
 
 def tree_static(tree: TreeBatch) -> dict[str, Any]:
@@ -255,12 +353,17 @@ def require_tree_states(x_leaves: Any, x_nodes: Any, tree: TreeBatch, n_heads: i
 
     Returns (B, N, M, D).
     """
+    require_tree(tree)
     b, n, m = tree.membership.shape
     require_float("x_leaves", x_leaves)
     require_float("x_nodes", x_nodes)
     require_shape("x_leaves", x_leaves, ["batch", "leaves", "d_model"], [b, n, None])
     d = x_leaves.shape[2]
     require_shape("x_nodes", x_nodes, ["batch", "nodes", "d_model"], [b, m, d])
-    if d % n_heads:
-        raise ValueError(f"d_model={d} must be divisible by n_heads={n_heads}")
+    if d == 0:
+        raise ValueError(f"x_leaves must have d_model >= 1, got shape {tuple(x_leaves.shape)}")
+    require_finite("x_leaves", x_leaves)
+    require_finite("x_nodes", x_nodes)
+    if n_heads < 1 or d % n_heads:
+        raise ValueError(f"d_model={d} must be divisible by n_heads={n_heads} (>= 1)")
     return b, n, m, d

@@ -18,13 +18,18 @@ Indices beyond a table's last row are clamped to it (the code clamps at 50 and 1
 Backward: the gather's VJP is a scatter-add of the (masked) halves of dE into the rows that were
 read: de_vertical[r] = Σ_{i,j: row_v[i,j] = r, i ∈ R(j)} dE_v[i, j], likewise for e_horizontal.
 
-**Deviations** (options, spec §2.3 and T1, T6; the paper is the default):
+Defaults and what they cite: the paper's body could not be read (findings.md), so the defaults are the
+authors' code (nxphi47/tree_transformer, spec §2.3, T1, T6) and the spec's reading of the paper is the
+named option ``vertical="paper_recalled", layout="concat"`` (``embeddings.hierarchical.paper_recalled``):
 
-* ``vertical="code"``: the authors' code indexes the vertical table with depth(j)+1 (a suffix count
-  over the bottom-up node list), which does not depend on the leaf; the paper's |V^i_j| is the
-  path length from leaf i to node j. Default ``"paper"``.
-* ``layout="interleave"``: the code interleaves the halves as (h_0, v_0, h_1, v_1, …) instead of
-  concatenating [v; h]. Default ``"concat"``.
+* ``vertical="code"``: the code indexes the vertical table with depth(j)+1 (a suffix count over the
+  bottom-up node list), which does not depend on the leaf; ``"paper_recalled"`` uses the path length
+  |V^i_j| from leaf i to node j, as the spec recalls the paper.
+* ``layout="interleave"``: the code interleaves the halves as (h_0, v_0, h_1, v_1, …);
+  ``"concat"`` is the recalled paper's [v; h].
+
+**Deviations**:
+
 * The code keeps one table of 1 + 100 + 1 + 50 rows per encoder and slices its columns per layer,
   with row 0 as padding; two tables per layer here are the same function with a simpler layout.
 """
@@ -33,13 +38,13 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..attention.tree_input import TreeBatch, batch_trees, tree_from_static, tree_static
+from ..attention.tree_input import TreeBatch, require_tree
 from ..backend import array_namespace, scatter_add
-from ..random import generator, normal
-from ..registry import Case, Mechanism, register
-from ..validate import require_float, require_shape
+from ..random import normal
+from ..validate import require_finite, require_float, require_shape
 
-PAPER = "Tree-structured Attention with Hierarchical Accumulation (Nguyen, Joty, Hoi, Socher, ICLR 2020)"
+VERTICALS = ("code", "paper_recalled")
+LAYOUTS = ("interleave", "concat")
 
 
 class HierarchicalCache(NamedTuple):
@@ -51,12 +56,13 @@ class HierarchicalCache(NamedTuple):
     layout: str
 
 
-def hierarchical_rows(tree: TreeBatch, n_vertical: int, n_horizontal: int, *, vertical: str = "paper") -> tuple[Any, Any]:
+def hierarchical_rows(tree: TreeBatch, n_vertical: int, n_horizontal: int, *, vertical: str = "code") -> tuple[Any, Any]:
     """0-based table rows (B, N, M) for the vertical and horizontal tables (clamped; 0 outside spans)."""
+    require_tree(tree)
     xp = array_namespace(tree.path_len)
-    if vertical not in ("paper", "code"):
-        raise ValueError(f"vertical must be 'paper' or 'code', got {vertical!r}")
-    count_v = tree.path_len if vertical == "paper" else tree.depth1  # (B, N, M), 1-based inside spans
+    if vertical not in VERTICALS:
+        raise ValueError(f"vertical must be one of {VERTICALS}, got {vertical!r}")
+    count_v = tree.path_len if vertical == "paper_recalled" else tree.depth1  # (B, N, M), 1-based inside spans
 
     def clamp(count: Any, top: int) -> Any:
         low, high = xp.asarray(1, dtype=xp.int64), xp.asarray(top, dtype=xp.int64)
@@ -65,17 +71,21 @@ def hierarchical_rows(tree: TreeBatch, n_vertical: int, n_horizontal: int, *, ve
     return clamp(count_v, n_vertical), clamp(tree.horizontal, n_horizontal)
 
 
-def hierarchical_embedding_forward(e_vertical: Any, e_horizontal: Any, tree: TreeBatch, *, vertical: str = "paper",
-                                   layout: str = "concat") -> tuple[Any, HierarchicalCache]:
+def hierarchical_embedding_forward(e_vertical: Any, e_horizontal: Any, tree: TreeBatch, *, vertical: str = "code",
+                                   layout: str = "interleave") -> tuple[Any, HierarchicalCache]:
     """E (B, N, M, 2W) from tables e_vertical (V, W) and e_horizontal (Hz, W)."""
-    xp = array_namespace(e_vertical, e_horizontal)
     require_float("e_vertical", e_vertical)
     require_float("e_horizontal", e_horizontal)
     require_shape("e_vertical", e_vertical, ["n_vertical", "width"], [None, None])
     width = e_vertical.shape[1]
     require_shape("e_horizontal", e_horizontal, ["n_horizontal", "width"], [None, width])
-    if layout not in ("concat", "interleave"):
-        raise ValueError(f"layout must be 'concat' or 'interleave', got {layout!r}")
+    for name, table in (("e_vertical", e_vertical), ("e_horizontal", e_horizontal)):
+        if 0 in table.shape:
+            raise ValueError(f"{name} must have at least one row and one column, got shape {tuple(table.shape)}")
+        require_finite(name, table)
+    xp = array_namespace(e_vertical, e_horizontal)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     b, n, m = tree.membership.shape
     rows_v, rows_h = hierarchical_rows(tree, e_vertical.shape[0], e_horizontal.shape[0], vertical=vertical)
     rows_v, rows_h = xp.reshape(rows_v, (-1,)), xp.reshape(rows_h, (-1,))  # (B*N*M,)
@@ -110,33 +120,3 @@ def init_hierarchical(rng, n_vertical: int, n_horizontal: int, width: int, *, xp
     """Gaussian tables (the authors use the fairseq embedding init, N(0, width^-1/2))."""
     return {"e_vertical": normal(rng, (n_vertical, width), xp=xp, dtype=dtype, scale=width ** -0.5),
             "e_horizontal": normal(rng, (n_horizontal, width), xp=xp, dtype=dtype, scale=width ** -0.5)}
-
-
-#: Trees of the registered examples: B = 3 trees of n = 5, 3, 2 leaves and m = 4, 2, 1 nodes (padded).
-EXAMPLE_TREES = ("(S (NP the cat) (VP sat (PP on mats)))", "(S (A x y) z)", "(S p q)")
-
-
-def _example(seed: int, dtype: Any, xp) -> Case:
-    rng = generator(seed)
-    tree = batch_trees(EXAMPLE_TREES, xp=xp)
-    # Table sizes 3 and 4 (< the largest counts 3 and 5) so that the clamp is exercised.
-    return Case(inputs={}, params=init_hierarchical(rng, 3, 4, 3, xp=xp, dtype=dtype), static=tree_static(tree))
-
-
-def _make(vertical: str, layout: str):
-    def forward(case: Case):
-        e, cache = hierarchical_embedding_forward(case.params["e_vertical"], case.params["e_horizontal"],
-                                                  tree_from_static(case.static), vertical=vertical, layout=layout)
-        return {"e": e}, cache
-
-    def backward(cache, cot):
-        return hierarchical_embedding_backward(cot["e"], cache)
-
-    return forward, backward
-
-
-_paper_fwd, _paper_bwd = _make("paper", "concat")
-_code_fwd, _code_bwd = _make("code", "interleave")
-register(Mechanism("embeddings.hierarchical", PAPER, "embeddings", _example, _paper_fwd, _paper_bwd))
-register(Mechanism("embeddings.hierarchical.code", PAPER + " - authors' code: depth index, interleaved",
-                   "embeddings", _example, _code_fwd, _code_bwd))
