@@ -134,7 +134,7 @@ def judge_budget(mechanism: str, tensor: str, reference: np.ndarray, yardstick: 
     scale = max(1.0, float(np.max(np.abs(reference))))
     allowed = k * err_yard + budget.floor_eps * EPS[dtype] * scale
     worst = int(np.argmax(np.where(np.isfinite(err_other), err_other, np.inf)))
-    label = str(np.unravel_index(worst, shape)) if shape else "()"
+    label = str(tuple(int(i) for i in np.unravel_index(worst, shape))) if shape else "()"
     e = float(np.max(err_other)) if finite else math.inf
     rel = e / scale
     note = "" if finite else "non-finite value where the oracle's is finite"

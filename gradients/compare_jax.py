@@ -52,7 +52,7 @@ def compare_jax(mechanism_or_name: Mechanism | str, fn: Callable[[dict[str, Any]
                 params: Mapping[str, Any] | None = None, inputs: Mapping[str, Any] | None = None,
                 static: Mapping[str, Any] | None = None, dtype: str = "float64", device: Any = None,
                 rtol: float | None = None, atol: float | None = None, intermediates: bool = False,
-                budget: Budget | None = None) -> ComparisonReport:
+                budget: Budget | None = None, jit: bool = True) -> ComparisonReport:
     """Run the JAX function ``fn(inputs, params, static)`` and compare outputs and ``jax.vjp`` gradients.
 
     The arguments are :func:`~gradients.compare.compare_torch`'s: ``fn``
@@ -61,6 +61,9 @@ def compare_jax(mechanism_or_name: Mechanism | str, fn: Callable[[dict[str, Any]
     outputs, optionally with ``"intermediates": {name: array}``. In low
     precision the yardstick is the oracle's algorithm on torch tensors in the
     same dtype, on the CPU, or on CUDA when the JAX device is a GPU.
+    ``jit``: the forward and its vjp are compiled as one function (one trace per
+    configuration instead of one per operation); ``jit=False`` runs them eagerly,
+    for a function with Python control flow on array values.
     """
     import jax
     import jax.numpy as jnp
@@ -117,11 +120,16 @@ def compare_jax(mechanism_or_name: Mechanism | str, fn: Callable[[dict[str, Any]
                        and tuple(jnp.shape(outputs[k])) == tuple(np.shape(cot[k]))}
             return primary, (outputs, named)
 
-        primary, vjp_fn, (outputs, named) = jax.vjp(differentiated, diff, has_aux=True)
         # conj(c) for complex outputs: the vjp then returns JAX's convention, dL/dRe - i dL/dIm (module docstring).
-        cts = {k: jnp.conj(to_jax(cot[k])).astype(v.dtype) if jnp.iscomplexobj(v) else to_jax(cot[k]).astype(v.dtype)
-               for k, v in primary.items()}
-        (g,) = vjp_fn(cts)
+        shapes = jax.eval_shape(lambda d: differentiated(d)[0], diff)
+        cts = {k: (jnp.conj(to_jax(cot[k])) if jnp.issubdtype(v.dtype, jnp.complexfloating) else to_jax(cot[k]))
+               .astype(v.dtype) for k, v in shapes.items()}
+
+        def forward_and_vjp(d: dict[str, Any], cotangents: dict[str, Any]) -> Any:
+            _, vjp_fn, aux = jax.vjp(differentiated, d, has_aux=True)
+            return aux, vjp_fn(cotangents)[0]
+
+        (outputs, named), g = (jax.jit(forward_and_vjp) if jit else forward_and_vjp)(diff, cts)
         flat = {**g["inputs"], **g["params"]}
         complex_leaves = sorted(k for k, v in flat.items() if jnp.iscomplexobj(v))
         grads = {k: host64(from_jax(v) if jnp.iscomplexobj(v) else v) for k, v in flat.items()}
