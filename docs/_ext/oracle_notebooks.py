@@ -8,7 +8,9 @@ Links are written as a reader of the repository follows them: a mechanism page p
 ``../../notebooks/attention_lsh.py`` and the notebook points back to
 ``../docs/mechanisms/attention.lsh.md``. At ``source-read`` each relative Markdown link is
 resolved from the file's place in the repository; one that lands on a notebook or on a docs
-page is rewritten relative to the document's place in the docs. Nothing else is changed.
+page is rewritten relative to the document's place in the docs. A link to another file of the
+repository (``../reference/attention/lsh.py``, useful on GitHub and in Jupyter) has no page in the
+site, so there it keeps only its text. Nothing else is changed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ ROOT = DOCS.parent
 SOURCE = ROOT / "notebooks"
 COPY = DOCS / "notebooks"
 
-_LINK = re.compile(r"\]\((?!#|[a-z][a-z0-9+.-]*:)([^)\s]+)\)")
+_LINK = re.compile(r"\[([^\]]*)\]\((?!#|[a-z][a-z0-9+.-]*:)([^)\s]+)\)")
 
 
 def copy_notebooks(app, config) -> None:
@@ -39,21 +41,27 @@ def copy_notebooks(app, config) -> None:
             shutil.copy2(src, dst)
 
 
-def docs_link(target: str, repo_dir: Path, docs_dir: Path) -> str:
-    """``target`` (relative to ``repo_dir`` in the repository) as seen from ``docs_dir``."""
+def docs_link(target: str, repo_dir: Path, docs_dir: Path) -> str | None:
+    """``target`` (relative to ``repo_dir`` in the repository) as seen from ``docs_dir``; None: no page."""
     path, sep, anchor = target.partition("#")
     resolved = Path(os.path.normpath(repo_dir / path))
     if resolved.parent == SOURCE and resolved.suffix == ".py":
         resolved = COPY / resolved.name
     elif not resolved.is_relative_to(DOCS):
-        return target
+        return None if resolved.is_relative_to(ROOT) and resolved.exists() else target
     return os.path.relpath(resolved, docs_dir) + sep + anchor
+
+
+def _rewrite(match: re.Match, repo_dir: Path, docs_dir: Path) -> str:
+    text, target = match.group(1), match.group(2)
+    seen = docs_link(target, repo_dir, docs_dir)
+    return text if seen is None else f"[{text}]({seen})"
 
 
 def rewrite_links(app, docname: str, source: list[str]) -> None:
     docs_file = Path(app.env.doc2path(docname))
     repo_dir = SOURCE if docs_file.parent == COPY else docs_file.parent
-    source[0] = _LINK.sub(lambda m: "](" + docs_link(m.group(1), repo_dir, docs_file.parent) + ")", source[0])
+    source[0] = _LINK.sub(lambda m: _rewrite(m, repo_dir, docs_file.parent), source[0])
 
 
 def setup(app):
