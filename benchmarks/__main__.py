@@ -1,8 +1,10 @@
-"""``python -m benchmarks``: speed and memory of the oracle against PyTorch; see docs/performance.md.
+"""``python -m benchmarks``: speed of the oracle against its peers and PyTorch; see docs/performance.md.
 
-    python -m benchmarks                        every mechanism, float32 and float64: benchmarks/results/: table.md, results.json, ratios.png
+    python -m benchmarks                        every mechanism at its realistic size, float32 and float64, beside its
+                                                peer and torch(oracle): benchmarks/results/: table.md, results.json, ratios.png
     python -m benchmarks --only nn.attention    one mechanism (a name also selects its variants)
-    python -m benchmarks --quick                tiny sizes, 1 repeat, no memory runs (a smoke test, under a minute)
+    python -m benchmarks --quick                registered default sizes, 1 repeat (a smoke test)
+    BENCH_THREADS=2 python -m benchmarks --merge --only NAME   add all-threads rows to results.json
     python -m benchmarks scaling                time and memory against sequence length and depth (plots)
     python -m benchmarks targets                LSH at 65,536 tokens; reversible 48 vs 2 layers; the gradient check's time
     python -m benchmarks targets --only gradient_check     one of them (lsh, reversible, gradient_check)
@@ -48,6 +50,13 @@ def machine() -> dict[str, str]:
             "numpy": numpy.__version__, "torch": torch.__version__, "platform": platform.platform()}
 
 
+def _load_average() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (median; default 5, quick 1)")
     parser.add_argument("--dtype", nargs="+", choices=("float32", "float64"), default=["float32", "float64"])
     parser.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat, no memory runs (unless --memory)")
-    parser.add_argument("--memory", action="store_true", help="measure memory in --quick mode too")
-    parser.add_argument("--batch", type=int, default=None, help="batch size of the realistic cases (default 8)")
+    parser.add_argument("--quick", action="store_true", help="registered default sizes, 1 repeat (a smoke test)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size instead of the realistic configuration's")
     parser.add_argument("--no-torch", action="store_true", help="time the oracle only")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--no-torch-oracle", action="store_true", help="skip the torch(oracle) column")
+    parser.add_argument("--exact", action="store_true", help="--only names select exactly those, not their variants")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of results.json that this run does not remeasure (another thread count)")
     parser.add_argument("--out", default="benchmarks/results", help="folder for table.md, results.json and plots (default benchmarks/results)")
     args = parser.parse_args(argv)
 
@@ -73,11 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"python -m benchmarks: --backend cupy: {err}", file=sys.stderr)
             return 2
     _set_threads(THREADS)
-    if args.batch:
-        from . import cases
-
-        cases.B = args.batch
-    repeats = args.repeats or (1 if args.quick else 5)
+    repeats = args.repeats or (1 if args.quick else 3)
     os.makedirs(args.out, exist_ok=True)
     info = machine()
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
@@ -104,10 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     from reference.registry import select
 
     from .report import markdown_table, plot_ratios
-    from .run import bench
+    from .run import bench, row_from_dict
 
     try:
         mechanisms = select(args.only)
+        if args.exact:
+            mechanisms = [m for m in mechanisms if m.name in args.only]
     except KeyError as err:
         parser.error(str(err.args[0]))
     rows = []
@@ -115,24 +124,34 @@ def main(argv: list[str] | None = None) -> int:
     for mechanism in mechanisms:
         for dtype in args.dtype:
             row = bench(mechanism, dtype=dtype, repeats=repeats, quick=args.quick, backend=args.backend,
-                        with_torch=not args.no_torch,
-                        with_memory=not args.no_memory and (args.memory or not args.quick))
+                        with_torch=not args.no_torch, with_torch_oracle=not args.no_torch_oracle, batch=args.batch)
             rows.append(row)
-            print(f"{row.name:46s} {dtype:8s} oracle {1e3 * row.oracle_s:9.2f} ms  torch {1e3 * row.torch_s:9.2f} ms"
-                  f"  ratio {row.ratio:6.2f}  {row.verdict()}" + (f"  [{row.error}]" if row.error else ""),
-                  flush=True)
+            print(f"{row.name:40s} {dtype:8s} t{row.threads} oracle {1e3 * row.oracle_s:9.2f} ms  "
+                  f"peer {1e3 * row.peer_s:9.2f} ms  torch(oracle) {1e3 * row.torch_oracle_s:9.2f} ms  "
+                  f"ratio {row.ratio:6.2f}  {row.verdict()}" + (f"  [{row.error}]" if row.error else ""), flush=True)
     elapsed = time.perf_counter() - start
-    table = markdown_table(rows)
-    header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {elapsed:.0f} s on "
-              f"{info['cpu']} ({info['cores']} cores, {info['threads']} threads for both NumPy and PyTorch), "
+    measured = {"when": time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), "seconds": round(elapsed),
+                "threads": THREADS, "load": _load_average()}
+    dicts = [{k: v for k, v in r.to_dict().items() if k != "extra"} for r in rows]
+    path = os.path.join(args.out, "results.json")
+    runs = [{**measured, "only": args.only, "quick": args.quick, "repeats": repeats}]
+    if args.merge and os.path.exists(path):
+        with open(path) as fh:
+            old = json.load(fh)
+        keys = {(d["name"], d["dtype"], d["threads"]) for d in dicts}
+        dicts = [d for d in old["rows"] if (d["name"], d["dtype"], d["threads"]) not in keys] + dicts
+        runs = old.get("runs", []) + runs
+    with open(path, "w") as fh:
+        json.dump({"machine": info, "backend": args.backend, "runs": runs, "rows": dicts}, fh, indent=1)
+    all_rows = [row_from_dict(d) for d in dicts]
+    table = markdown_table(all_rows)
+    header = (f"Measured {measured['when']} in {elapsed:.0f} s on {info['cpu']} ({info['cores']} cores), "
               f"numpy {info['numpy']}, torch {info['torch']}, backend {args.backend}, "
-              f"{'quick sizes, ' if args.quick else ''}median of {repeats}.\n\n")
+              f"{'quick sizes, ' if args.quick else ''}median of at least {repeats} interleaved runs, "
+              f"load average {measured['load']} at the start.\n\n")
     with open(os.path.join(args.out, "table.md"), "w") as fh:
         fh.write(header + table)
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
-        json.dump({"machine": info, "repeats": repeats, "quick": args.quick, "backend": args.backend,
-                   "rows": [{k: v for k, v in r.to_dict().items() if k != "extra"} for r in rows]}, fh, indent=1)
-    plot_ratios(rows, os.path.join(args.out, "ratios.png"))
+    plot_ratios(all_rows, os.path.join(args.out, "ratios.png"))
     print()
     print(header + table)
     errors = [r for r in rows if r.error]

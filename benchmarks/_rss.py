@@ -10,14 +10,13 @@ import sys
 
 import numpy as np
 
-from . import cases, measure
-from .cases import patched, sizing
-from .run import _cotangents, _heads_of
+from . import measure
+from .cases import benchmark_case
+from .run import _cotangents, _peer_runner
 
 
 def main() -> None:
     name, dtype, side, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    cases.B = batch
     import torch  # imported before the baseline on both sides, so its own pages are not counted
 
     torch.set_num_threads(1)
@@ -25,24 +24,22 @@ def main() -> None:
     from reference.registry import get
 
     mechanism = get(name)
-    sized = sizing(name)
-    forward = sized.forward or mechanism.forward
-    backward = sized.backward or mechanism.backward
-    with patched(sized.patch):
-        case = (sized.build or (lambda m, s, d, x: m.example(s, d, x)))(mechanism, 0, getattr(np, dtype),
-                                                                        namespace("numpy"))
-        outputs, _ = forward(case)
-        cot = _cotangents(outputs, 0)
-        del outputs
-        if side == "oracle":
-            def run() -> None:
-                _, cache = forward(case)
-                backward(cache, cot)
-        else:
+    case, _ = benchmark_case(mechanism, 0, getattr(np, dtype), namespace("numpy"), batch=batch)
+    outputs, _ = mechanism.forward(case)
+    cot = _cotangents(outputs, 0)
+    del outputs
+    if side == "oracle":
+        def run() -> None:
+            _, cache = mechanism.forward(case)
+            mechanism.backward(cache, cot)
+    else:
+        peer = _peer_runner(mechanism, case, cot, dtype)
+        if peer is None:
             from .torch_eq import torch_runner
 
-            _, run = torch_runner(name, forward, case, cot, n_heads=_heads_of(name, False))
-        print(int(measure.rss_peak(run)))
+            peer = torch_runner(name, mechanism.forward, case, cot, idiomatic=False)
+        _, run = peer
+    print(int(measure.rss_peak(run)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Timing and peak-memory measurement of one forward + backward.
 
-Time: the median of ``repeats`` wall-clock runs after one warm-up run.
+Time: the median of ``repeats`` wall-clock runs after one warm-up run; :func:`interleaved` times
+the oracle and its peers in turns, so that both see the same machine load.
 
 Memory, two methods (docs/performance.md explains the choice):
 
@@ -42,6 +43,32 @@ def median_time(run: Callable[[], None], repeats: int, sync: Callable[[], None] 
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved(runs: dict[str, Callable[[], None]], repeats: int, sync: Callable[[], None] = lambda: None, *,
+                min_seconds: float = 0.25, max_repeats: int = 200) -> dict[str, float]:
+    """Median seconds of each run, timed in turns (A B C A B C ...) after one warm-up call each.
+
+    On a shared machine the load changes within seconds; taking the sides in turns exposes them to
+    the same load, so their ratio is steadier than that of two medians taken one after the other.
+    Rounds repeat until every side has ``repeats`` samples and the rounds took ``min_seconds``.
+    """
+    for run in runs.values():
+        run()
+        sync()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    gc.collect()
+    spent = 0.0
+    while True:
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            sync()
+            times[name].append(time.perf_counter() - start)
+            spent += times[name][-1]
+        n = len(next(iter(times.values())))
+        if n >= max_repeats or (n >= repeats and spent >= min_seconds):
+            return {name: statistics.median(t) for name, t in times.items()}
 
 
 def traced_peak(run: Callable[[], None]) -> float:

@@ -41,49 +41,48 @@ def _lscpu() -> str:
     return "\n".join(lines)
 
 
+def _has_peer(r: dict) -> bool:
+    return r.get("peer_s") is not None and not math.isnan(r["peer_s"])
+
+
 def _summary(rows: list[dict]) -> str:
+    def ratio(r: dict) -> float:
+        return math.nan if r.get("ratio") is None else r["ratio"]
+
+    groups = (("building blocks (nn.*), target 1.5 x torch's fused kernels", lambda r: r["name"].startswith("nn.")),
+              ("mechanisms with a real peer, target 1.0 x the peer",
+               lambda r: not r["name"].startswith("nn.") and _has_peer(r)),
+              ("mechanisms without a peer, target 1.5 x torch(oracle)",
+               lambda r: not r["name"].startswith("nn.") and not _has_peer(r)))
     lines = []
-    for label, pick in (("dense building blocks (nn.*), target 1.0", lambda r: r["name"].startswith("nn.")),
-                        ("mechanisms, target 1.5", lambda r: not r["name"].startswith("nn."))):
-        chosen = [r for r in rows if pick(r) and not math.isnan(r["ratio"] if r["ratio"] is not None else math.nan)]
-        met = [r for r in chosen if r["verdict"] == "met"]
-        missed = sorted((r for r in chosen if r["verdict"] != "met"), key=lambda r: -r["ratio"])
-        lines.append(f"- {label}: {len(met)} of {len(chosen)} (mechanism, dtype) rows met"
-                     + (": missed by " + ", ".join(f"{r['name']} {r['dtype']} ({r['ratio']:.2f})" for r in missed)
-                        if missed else "") + ".")
-    no_torch = sorted({r["name"] for r in rows if r["ratio"] is None or math.isnan(r["ratio"])})
-    if no_torch:
-        lines.append(f"- no PyTorch run (see the torch kind column): {', '.join(no_torch)}.")
+    for threads in sorted({r.get("threads", 1) for r in rows}):
+        lines.append(f"**{threads} thread{'s' if threads > 1 else ''}:**")
+        lines.append("")
+        for label, pick in groups:
+            chosen = [r for r in rows if r.get("threads", 1) == threads and pick(r) and not math.isnan(ratio(r))]
+            if not chosen:
+                continue
+            met = [r for r in chosen if r["verdict"] == "met"]
+            missed = sorted((r for r in chosen if r["verdict"] != "met"), key=lambda r: -ratio(r))
+            lines.append(f"- {label}: {len(met)} of {len(chosen)} (mechanism, dtype) rows met"
+                         + ("; missed: " + ", ".join(f"`{r['name']}` {r['dtype']} {ratio(r):.2f}" for r in missed)
+                            if missed else "") + ".")
+        lines.append("")
+    errors = sorted({r["name"] for r in rows if r.get("error")})
+    if errors:
+        lines.append(f"- errors (see the table): {', '.join(errors)}.")
+    return "\n".join(lines).rstrip()
+
+
+def _runs(results: dict | None) -> str:
+    if not results:
+        return "(no run)"
+    lines = []
+    for run in results.get("runs", []):
+        only = " ".join(run.get("only") or []) or "every mechanism"
+        lines.append(f"- {run['when']}: {only}, {run['threads']} thread(s), {run['seconds']} s, median of at least "
+                     f"{run['repeats']} interleaved runs, load average {run['load']} (1, 5, 15 min) at the start.")
     return "\n".join(lines)
-
-
-def write_page(out: str) -> str:
-    results, table = _load(out, "results.json"), _load(out, "table.md")
-    scaling, targets = _load(out, "scaling.json"), _load(out, "targets.json")
-    static = os.path.join(DOCS, "performance")
-    os.makedirs(static, exist_ok=True)
-    for png in ("ratios.png", "scaling_sequence.png", "scaling_depth.png"):
-        if os.path.exists(os.path.join(out, png)):
-            shutil.copyfile(os.path.join(out, png), os.path.join(static, png))
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "page_text.md")) as fh:
-        text = fh.read()
-    machine = results["machine"] if results else {}
-    parts = {
-        "LSCPU": _lscpu(),
-        "MACHINE": ", ".join(f"{k} {v}" for k, v in machine.items()),
-        "SUMMARY": _summary(results["rows"]) if results else "(no results)",
-        "TABLE": table or "(no table)",
-        "TARGETS": _targets_text(targets) if targets else "(no targets measured)",
-        "SCALING": _scaling_text(scaling) if scaling else "(no scaling measured)",
-        "MEMORY": _memory_text(_load(out, "memory.json")),
-    }
-    for key, value in parts.items():
-        text = text.replace("{{" + key + "}}", value)
-    path = os.path.join(DOCS, "performance.md")
-    with open(path, "w") as fh:
-        fh.write(text)
-    print(f"wrote {path}")
-    return path
 
 
 def _targets_text(t: dict) -> str:
@@ -102,6 +101,12 @@ def _targets_text(t: dict) -> str:
                      f"parameter gradients, which grow with depth by necessity); the ordinary stack: "
                      f"{rev['ordinary_ratio']:.1f}x ({rev['ordinary_48']['peak_bytes'] / MiB:.0f} MiB) "
                      f"| {'met' if rev['met'] else 'missed'} |")
+    for r in t.get("reversible_time", []):
+        z = r["size"]
+        lines.append(f"| reversible stack, {z['n_layers']} layers (batch {z['batch']}, seq {z['seq']}, width "
+                     f"{z['d_model']}, d_ff {z['d_ff']}, {r['dtype']}): forward + backward time at most 1.5x an "
+                     f"ordinary stack of the same layers | {r['ratio']:.2f}x ({1e3 * r['reversible']:.0f} vs "
+                     f"{1e3 * r['ordinary']:.0f} ms) | {'met' if r['met'] else 'missed'} |")
     g = t.get("gradient_check")
     if g:
         lines.append(f"| `{g.get('command', 'python -m gradients check --mode fast')}`: every mechanism in under 60 s "

@@ -1,8 +1,21 @@
-"""Benchmark one mechanism: the oracle on NumPy (or CuPy) beside PyTorch eager autograd."""
+"""Benchmark one mechanism: the oracle on NumPy (or CuPy) beside its peer and torch(oracle).
+
+Three sides, timed in turns (:func:`benchmarks.measure.interleaved`) on the same case:
+
+* ``oracle``: the registered forward and backward;
+* ``peer``: what a user would run instead (:mod:`benchmarks.peers`; ``torch.nn.functional`` for the
+  building blocks, :mod:`benchmarks.torch_eq`), at the same configuration and thread count;
+* ``torch(oracle)``: the oracle's own forward on torch tensors, differentiated by autograd (the
+  hand-written backward against a tape on identical arithmetic).
+
+Targets: a mechanism with a peer at most 1.0 times the peer; a building block (``nn.*``) at most
+1.5 times torch's fused kernels; a mechanism without a peer at most 1.5 times torch(oracle).
+"""
 
 from __future__ import annotations
 
 import math
+import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -12,11 +25,13 @@ import numpy as np
 from reference.backend import from_numpy, namespace, to_numpy
 from reference.registry import Mechanism
 
-from . import measure
-from .cases import patched, sizing
+from . import THREADS, measure
+from .cases import benchmark_case
 
-#: Dense building blocks: target oracle/torch <= 1.0; every other mechanism <= 1.5.
-DENSE_TARGET, OTHER_TARGET = 1.0, 1.5
+#: Targets: oracle / real peer; building blocks / torch's fused kernels; oracle / torch(oracle) without a peer.
+PEER_TARGET, BLOCK_TARGET, ORACLE_TARGET = 1.0, 1.5, 1.5
+#: Above this many seconds per oracle run, a mechanism with a real peer skips the torch(oracle) column.
+HEAVY_SECONDS = 1.0
 
 
 @dataclass
@@ -24,19 +39,33 @@ class Row:
     name: str
     dtype: str
     size: str
-    target: float
+    threads: int = THREADS
     oracle_s: float = math.nan
-    torch_s: float = math.nan
-    torch_kind: str = "-"
-    oracle_traced: float = math.nan  # bytes, tracemalloc
-    oracle_rss: float = math.nan  # bytes, peak RSS increase
-    torch_rss: float = math.nan
+    peer_s: float = math.nan
+    peer_kind: str = "-"
+    torch_oracle_s: float = math.nan
     error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def target(self) -> float:
+        if is_block(self.name):
+            return BLOCK_TARGET
+        return PEER_TARGET if self.has_peer else ORACLE_TARGET
+
+    @property
+    def has_peer(self) -> bool:
+        return not math.isnan(self.peer_s)
+
+    @property
     def ratio(self) -> float:
-        return self.oracle_s / self.torch_s if self.torch_s > 0 else math.nan
+        """oracle / peer where there is a peer, else oracle / torch(oracle)."""
+        base = self.peer_s if self.has_peer else self.torch_oracle_s
+        return self.oracle_s / base if base > 0 else math.nan
+
+    @property
+    def ratio_torch_oracle(self) -> float:
+        return self.oracle_s / self.torch_oracle_s if self.torch_oracle_s > 0 else math.nan
 
     def verdict(self) -> str:
         if self.error:
@@ -48,10 +77,11 @@ class Row:
         return f"missed by {100 * (self.ratio / self.target - 1):.0f}%"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ratio": self.ratio, "verdict": self.verdict()}
+        return {**asdict(self), "target": self.target, "ratio": self.ratio,
+                "ratio_torch_oracle": self.ratio_torch_oracle, "verdict": self.verdict()}
 
 
-def is_dense(name: str) -> bool:
+def is_block(name: str) -> bool:
     return name.startswith("nn.")
 
 
@@ -75,70 +105,67 @@ def _sync(backend: str):
     return lambda: None
 
 
+def _peer_runner(mechanism: Mechanism, case, cot_np, dtype: str):
+    """(kind, run) of the mechanism's peer, or None."""
+    from .peers import peer_for
+    from .torch_eq import IDIOMATIC, torch_runner
+
+    if mechanism.name in IDIOMATIC:
+        return torch_runner(mechanism.name, mechanism.forward, case, cot_np, idiomatic=True)
+    peer = peer_for(mechanism.name)
+    return None if peer is None else peer(case, dtype)
+
+
 def bench(mechanism: Mechanism, *, dtype: str, repeats: int, quick: bool, backend: str = "numpy",
-          with_torch: bool = True, with_memory: bool = True, seed: int = 0) -> Row:
-    """Time and measure one mechanism in one dtype."""
-    sized = sizing(mechanism.name, quick)
-    row = Row(mechanism.name, dtype, sized.size, DENSE_TARGET if is_dense(mechanism.name) else OTHER_TARGET)
-    forward = sized.forward or mechanism.forward
-    backward = sized.backward or mechanism.backward
+          with_torch: bool = True, with_torch_oracle: bool = True, seed: int = 0,
+          batch: int | None = None) -> Row:
+    """Time one mechanism in one dtype: oracle, peer and torch(oracle) in turns."""
+    row = Row(mechanism.name, dtype, "-")
     try:
-        with patched(sized.patch):
-            np_xp = namespace("numpy")
-            np_dtype = getattr(np, dtype)
-            case = (sized.build or (lambda m, s, d, x: m.example(s, d, x)))(mechanism, seed, np_dtype, np_xp)
-            outputs, _ = forward(case)
-            cot_np = _cotangents(outputs, seed)
-            del outputs
-            if backend != "numpy":
-                xp = namespace(backend)
-                from .torch_eq import torch_case  # noqa: F401  (keeps the import error surface in one place)
+        np_dtype = getattr(np, dtype)
+        case, row.size = benchmark_case(mechanism, seed, np_dtype, namespace("numpy"), quick=quick, batch=batch)
+        outputs, _ = mechanism.forward(case)
+        cot_np = _cotangents(outputs, seed)
+        del outputs
+        runs = {}
+        if with_torch:
+            from .peers import NoPeer
 
-                case = _to_backend(case, xp)
-            cot = {k: from_numpy(v, namespace(backend)) for k, v in cot_np.items()}
-            sync = _sync(backend)
+            try:
+                peer = _peer_runner(mechanism, case, cot_np, dtype)
+            except NoPeer as why:
+                peer, row.peer_kind = None, f"none: {why}"
+            except Exception as err:  # a peer that fails at this configuration: said in the table
+                peer, row.peer_kind = None, f"failed ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
+            if peer is not None:
+                row.peer_kind, runs["peer"] = peer
+            if with_torch_oracle and backend == "numpy":
+                from .torch_eq import torch_runner
 
-            def oracle() -> None:
-                _, cache = forward(case)
-                backward(cache, cot)
+                _, runs["torch_oracle"] = torch_runner(mechanism.name, mechanism.forward, case, cot_np,
+                                                       idiomatic=False)
+        if backend != "numpy":  # pragma: no cover - needs a GPU
+            case = _to_backend(case, namespace(backend))
+        cot = {k: from_numpy(v, namespace(backend)) for k, v in cot_np.items()}
+        forward, backward = mechanism.forward, mechanism.backward
 
-            row.oracle_s = measure.median_time(oracle, repeats, sync, min_seconds=0.0 if quick else 0.25)
-            if with_memory and backend == "numpy":
-                row.oracle_traced = measure.traced_peak(oracle)
-                row.oracle_rss = measure.rss_peak(oracle)
-            if with_torch:
-                row.torch_kind, row.torch_s, row.torch_rss = _bench_torch(
-                    mechanism.name, forward, case if backend == "numpy" else _to_numpy_case(case), cot_np,
-                    repeats, backend, with_memory, quick)
+        def oracle() -> None:
+            _, cache = forward(case)
+            backward(cache, cot)
+
+        start = time.perf_counter()
+        oracle()  # also warms the caches before the timed rounds
+        if time.perf_counter() - start > HEAVY_SECONDS and "peer" in runs and not is_block(mechanism.name):
+            del runs["torch_oracle"]  # a real peer is the comparison that counts; keeps the full run short
+        times = measure.interleaved({"oracle": oracle, **runs}, repeats, _sync(backend),
+                                    min_seconds=0.0 if quick else 0.25)
+        row.oracle_s = times["oracle"]
+        row.peer_s = times.get("peer", math.nan)
+        row.torch_oracle_s = times.get("torch_oracle", math.nan)
     except Exception as err:  # one failing mechanism must not stop the table
         row.error = f"{type(err).__name__}: {err}".splitlines()[0][:200]
         row.extra["traceback"] = traceback.format_exc()
     return row
-
-
-def _bench_torch(name, forward, case, cot_np, repeats, backend, with_memory, quick):
-    import torch
-
-    from .torch_eq import torch_runner
-
-    device = "cuda" if backend == "cupy" else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():  # pragma: no cover
-        return "-", math.nan, math.nan
-    n_heads = _heads_of(name, quick)
-    try:
-        kind, run = torch_runner(name, forward, case, cot_np, n_heads=n_heads, device=device)
-        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        seconds = measure.median_time(run, repeats, sync, min_seconds=0.0 if quick else 0.25)
-        rss = measure.rss_peak(run) if with_memory and device == "cpu" else math.nan
-        return kind, seconds, rss
-    except Exception as err:
-        return f"failed ({type(err).__name__}: {str(err).splitlines()[0][:80]})", math.nan, math.nan
-
-
-def _heads_of(name: str, quick: bool) -> int:
-    from . import cases
-
-    return cases.QUICK["H"] if quick else cases.H
 
 
 def _map(value: Any, fn) -> Any:
@@ -154,24 +181,14 @@ def _map(value: Any, fn) -> Any:
 
 
 def _to_backend(case, xp):  # pragma: no cover - needs a GPU
-    from reference.registry import Case
+    import dataclasses
 
     conv = lambda a: from_numpy(a, xp)  # noqa: E731
-    return Case(_map(case.inputs, conv), _map(case.params, conv), _map(case.static, conv))
+    return dataclasses.replace(case, inputs=_map(case.inputs, conv), params=_map(case.params, conv),
+                               static=_map(case.static, conv))
 
 
-def _to_numpy_case(case):  # pragma: no cover - needs a GPU
-    from reference.registry import Case
-
-    def back(value):
-        if type(value).__module__.startswith("cupy"):
-            return to_numpy(value)
-        if isinstance(value, dict):
-            return {k: back(v) for k, v in value.items()}
-        if isinstance(value, tuple) and hasattr(value, "_fields"):
-            return type(value)(*(back(v) for v in value))
-        if isinstance(value, (list, tuple)):
-            return type(value)(back(v) for v in value)
-        return value
-
-    return Case(back(case.inputs), back(case.params), back(case.static))
+def row_from_dict(d: dict[str, Any]) -> Row:
+    """A Row back from results.json (derived fields dropped)."""
+    names = {f.name for f in Row.__dataclass_fields__.values()}
+    return Row(**{k: (math.nan if v is None else v) if k.endswith("_s") else v for k, v in d.items() if k in names})

@@ -32,34 +32,32 @@ def _dense(t: int, dtype, xp):
 
 
 def _lsh(t: int, dtype, xp):
-    from reference.attention.lsh import lsh_attention_backward, lsh_attention_forward
+    from reference.registry import get
 
     from .cases import lsh_case
-    chunk = 64
-    case, n_buckets = lsh_case(0, dtype, xp, batch=1, seq=t, d_model=D_MODEL, n_heads=HEADS,
-                               d_head=D_MODEL // HEADS, n_hashes=2, chunk_len=chunk)
-    dy = normal(generator(1), (1, t, D_MODEL), xp=xp, dtype=dtype)
+    mechanism = get("attention.lsh")
+    case = lsh_case(0, dtype, xp, batch=1, seq=t, d_model=D_MODEL, n_heads=HEADS, d_head=D_MODEL // HEADS,
+                    n_hashes=2, chunk_len=64)
+    dy = {"y": normal(generator(1), (1, t, D_MODEL), xp=xp, dtype=dtype)}
 
     def run():
-        y, cache = lsh_attention_forward(case.inputs["x"], case.params, case.static["buckets"], n_heads=HEADS,
-                                         n_buckets=n_buckets, chunk_len=chunk, causal=False)
-        lsh_attention_backward(dy, cache)
+        _, cache = mechanism.forward(case)
+        mechanism.backward(cache, dy)
     return run
 
 
 def _lsra(t: int, dtype, xp):
-    from reference.attention.lsra import lsra_backward, lsra_forward
-    from reference.attention.lsra_examples import CONFIGS, init_lsra
-    config = CONFIGS["attention.lsra"]._replace(d_attn=D_MODEL // 2, n_attn_heads=HEADS, n_conv_heads=2 * HEADS,
-                                                kernel_size=7)
-    rng = generator(0)
-    x = normal(rng, (1, t, D_MODEL), xp=xp, dtype=dtype)
-    params = init_lsra(rng, D_MODEL, config, xp=xp, dtype=dtype)
-    dy = normal(rng, (1, t, D_MODEL), xp=xp, dtype=dtype)
+    from reference.registry import get
+
+    mechanism = get("attention.lsra")
+    case = mechanism.example(0, dtype, xp, {"batch": 1, "seq_len": t, "d_model": D_MODEL, "d_attn": D_MODEL // 2,
+                                            "n_attn_heads": HEADS, "n_conv_heads": 2 * HEADS, "kernel_size": 7,
+                                            "n_padded": 0, "dropout_rate": 0.0})
+    dy = {"y": normal(generator(1), (1, t, D_MODEL), xp=xp, dtype=dtype)}
 
     def run():
-        y, cache = lsra_forward(x, params, config, valid=None, dropout=None)
-        lsra_backward(dy, cache)
+        _, cache = mechanism.forward(case)
+        mechanism.backward(cache, dy)
     return run
 
 

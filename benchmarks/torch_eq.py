@@ -47,31 +47,39 @@ def to_torch(value: Any, *, grad: bool = False, device: str = "cpu") -> Any:
 
 def torch_case(case: Case, device: str = "cpu") -> Case:
     return Case(inputs=to_torch(case.inputs, grad=True, device=device),
-                params=to_torch(case.params, grad=True, device=device), static=to_torch(case.static, device=device))
+                params=to_torch(case.params, grad=True, device=device), static=to_torch(case.static, device=device),
+                config=case.config)
 
 
 # ------------------------------------------------------------------ idiomatic versions
-# Each: (case of torch tensors, n_heads) -> dict of outputs, the same keys as the oracle's.
+# Each: (case of torch tensors, its configuration) -> dict of outputs, the same keys as the oracle's.
 
-def _linear(c, h):
-    return {"y": c.inputs["x"] @ c.params["w"] + c.params["b"]}  # (D_in, D_out) weights, as the oracle
+def _linear(c, cfg):
+    y = c.inputs["x"] @ c.params["w"]
+    return {"y": y + c.params["b"] if "b" in c.params else y}  # (D_in, D_out) weights, as the oracle
 
 
-def _layer_norm(c, h):
+def _layer_norm(c, cfg):
     x = c.inputs["x"]
-    return {"y": F.layer_norm(x, x.shape[-1:], c.params["gamma"], c.params["beta"], eps=1e-5)}
+    eps = cfg.eps if cfg is not None else 1e-5
+    return {"y": F.layer_norm(x, x.shape[-1:], c.params["gamma"], c.params["beta"], eps=eps)}
 
 
 def _activation(kind):
-    def run(c, h):
+    def run(c, cfg):
         x = c.inputs["x"]
         return {"y": F.relu(x) if kind == "relu" else F.gelu(x, approximate="tanh" if kind == "gelu_tanh" else "none")}
     return run
 
 
-def _feed_forward(c, h):
+def _feed_forward(c, cfg):
     p = c.params
-    return {"y": F.gelu(c.inputs["x"] @ p["w_1"] + p["b_1"]) @ p["w_2"] + p["b_2"]}
+    kind = getattr(cfg, "activation", "gelu")
+    act = F.relu if kind == "relu" else (lambda z: F.gelu(z, approximate="tanh" if kind == "gelu_tanh" else "none"))
+    inner = act(c.inputs["x"] @ p["w_1"] + p["b_1"])
+    if "dropout" in c.static:
+        inner = inner * c.static["dropout"]
+    return {"y": inner @ p["w_2"] + p["b_2"]}
 
 
 def _heads(x, n):
@@ -98,45 +106,53 @@ def _mha(c, h, x_q, x_kv, *, mask=None, bias=None, dropout=None, causal=False):
     return o.transpose(1, 2).reshape(b, t, h * dh) @ p["w_o"] + p["b_o"]
 
 
-def _attention(c, h):
-    return {"y": _mha(c, h, c.inputs["x_q"], c.inputs["x_kv"], mask=c.static["mask"], bias=c.inputs["bias"],
-                      dropout=c.static["dropout"])}
+def _attention(c, cfg):
+    return {"y": _mha(c, cfg.n_heads, c.inputs["x_q"], c.inputs["x_kv"], mask=c.static["mask"],
+                      bias=c.inputs.get("bias"), dropout=c.static.get("dropout"))}
 
 
-def _attention_causal(c, h):
+def _attention_causal(c, cfg):
     x = c.inputs["x"]
-    return {"y": _mha(c, h, x, x, causal=True)}
+    return {"y": _mha(c, cfg.n_heads, x, x, causal=True)}
 
 
-def _softmax(c, h):
+def _softmax(c, cfg):
     return {"p": torch.softmax(c.inputs["z"], dim=-1)}
 
 
-def _log_softmax(c, h):
+def _log_softmax(c, cfg):
     return {"log_p": torch.log_softmax(c.inputs["z"], dim=-1)}
 
 
-def _cross_entropy(c, h):
+def _cross_entropy(c, cfg):
     logits = c.inputs["logits"]
     return {"loss": F.cross_entropy(logits.reshape(-1, logits.shape[-1]), c.static["targets"].reshape(-1),
                                     ignore_index=-100)}
 
 
-def _embedding(c, h):
+def _sigmoid_bce(c, cfg):
+    logits = c.inputs["logits"]
+    weights = c.static.get("weights")
+    weights = torch.ones_like(logits) if weights is None else weights
+    loss = F.binary_cross_entropy_with_logits(logits, c.static["targets"], weight=weights, reduction="sum")
+    return {"loss": loss / weights.sum()}
+
+
+def _embedding(c, cfg):
     return {"y": F.embedding(c.static["ids"], c.params["table"])}
 
 
-def _dropout(c, h):
+def _dropout(c, cfg):
     return {"y": c.inputs["x"] * c.static["mask"]}
 
 
 def _conv(padding):
-    def run(c, h):
+    def run(c, cfg):
         x, w = c.inputs["x"], c.params["w"]
         k = w.shape[1]
         left = k - 1 if padding == "causal" else (k - 1) // 2
         xt = F.pad(x.transpose(1, 2), (left, k - 1 - left))  # (B, C, T + K - 1)
-        return {"y": F.conv1d(xt, w[:, None, :], c.params["bias"], groups=w.shape[0]).transpose(1, 2)}
+        return {"y": F.conv1d(xt, w[:, None, :], c.params.get("bias"), groups=w.shape[0]).transpose(1, 2)}
     return run
 
 
@@ -144,18 +160,19 @@ IDIOMATIC: dict[str, Callable] = {
     "nn.linear": _linear, "nn.layer_norm": _layer_norm, "nn.gelu": _activation("gelu"),
     "nn.gelu_tanh": _activation("gelu_tanh"), "nn.relu": _activation("relu"), "nn.feed_forward": _feed_forward,
     "nn.attention": _attention, "nn.attention.causal": _attention_causal, "nn.softmax": _softmax,
-    "nn.log_softmax": _log_softmax, "nn.cross_entropy": _cross_entropy, "nn.embedding": _embedding,
+    "nn.log_softmax": _log_softmax, "nn.cross_entropy": _cross_entropy, "nn.sigmoid_bce": _sigmoid_bce, "nn.embedding": _embedding,
     "nn.dropout": _dropout, "nn.depthwise_conv1d.causal": _conv("causal"),
     "nn.depthwise_conv1d.centred": _conv("centred"),
 }
 
 
 def torch_runner(name: str, forward: Callable, case: Case, cotangents: dict[str, np.ndarray], *,
-                 n_heads: int, device: str = "cpu") -> tuple[str, Callable[[], None]]:
-    """(kind, run): ``run()`` does one torch forward + backward of ``case``."""
+                 device: str = "cpu", idiomatic: bool = True) -> tuple[str, Callable[[], None]]:
+    """(kind, run): ``run()`` does one torch forward + backward of ``case``: idiomatic PyTorch where
+    :data:`IDIOMATIC` has the mechanism (and ``idiomatic``), else the oracle's forward under autograd."""
     tcase = torch_case(case, device)
-    if name in IDIOMATIC:
-        kind, fn = "torch", (lambda: IDIOMATIC[name](tcase, n_heads))
+    if idiomatic and name in IDIOMATIC:
+        kind, fn = "torch", (lambda: IDIOMATIC[name](tcase, case.config))
     else:
         kind, fn = "torch(oracle)", (lambda: forward(tcase)[0])
     leaves = [v for v in tcase.differentiable.values() if isinstance(v, torch.Tensor) and v.requires_grad]
