@@ -41,9 +41,9 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from reference.architecture.depth_adaptive import DepthAdaptiveConfig, depth_adaptive_backward, depth_adaptive_forward
-from reference.architecture.depth_adaptive_examples import aligned_omega, init_depth_adaptive
-from reference.architecture.depth_adaptive_halting import confidence_decode
+from reference.architecture.depth_adaptive import (DepthAdaptiveConfig, confidence_decode, depth_adaptive_backward,
+                                                   depth_adaptive_forward)
+from reference.architecture.depth_adaptive_params import aligned_omega, init_depth_adaptive
 from reference.backend import namespace, to_numpy
 
 xp = namespace("numpy")

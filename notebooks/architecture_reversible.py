@@ -43,10 +43,10 @@ import tracemalloc
 import matplotlib.pyplot as plt
 import numpy as np
 
-from reference.architecture.reversible import (reversible_backward, reversible_forward, reversible_inverse,
-                                               stored_backward, stored_forward)
+from reference.architecture.reversible import (init_reversible_layers, reversible_backward, reversible_forward,
+                                               reversible_inverse, sample_reversible_tapes, stored_backward,
+                                               stored_forward)
 from reference.architecture.reversible_blocks import ReversibleConfig
-from reference.architecture.reversible_examples import init_reversible_layers, sample_reversible_tapes
 from reference.backend import namespace
 
 xp = namespace("numpy")
