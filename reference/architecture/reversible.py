@@ -3,7 +3,8 @@
 Kitaev, Kaiser, Levskaya, "Reformer: The Efficient Transformer", ICLR 2020, arXiv:2001.04451v2, §3;
 Gomez, Ren, Urtasun, Grosse, "The Reversible Residual Network", NeurIPS 2017, arXiv:1707.04585, Alg. 1;
 bit-exact fixed point after MacKay, Vicol, Ba, Grosse, NeurIPS 2018, arXiv:1810.10999. Spec:
-architecture.md §2. F and G (attention, chunked feed-forward): :mod:`reference.architecture.reversible_blocks`.
+architecture.md §2. F and G (attention, chunked feed-forward): :mod:`reference.architecture.reversible_blocks`;
+registered cases: :mod:`reference.architecture.cases.reversible`.
 
 Axes: B batch, T positions, D width. Layers n = 1..N; the stream is duplicated: X1 = X2 = X.
 
@@ -14,7 +15,7 @@ Forward (Reformer Eq. in §3, "Y1 = X1 + Attention(X2), Y2 = X2 + FeedForward(Y1
 
 Reversible backward of one layer (RevNet Alg. 1), given Y1, Y2, dY1, dY2 and the layer's tape:
 
-    recompute G_n(Y1);  (dY1^G, dtheta_G) = VJP_G(Y1; dY2);   X2 = Y2 - G_n(Y1)       invert (2)
+    recompute G_n(Y1) and (dY1^G, dtheta_G) = VJP_G(Y1; dY2) chunk by chunk;  X2 = Y2 - G_n(Y1)   invert (2)
     dY1' = dY1 + dY1^G
     recompute F_n(X2);  (dX2^F, dtheta_F) = VJP_F(X2; dY1');  X1 = Y1 - F_n(X2)      invert (1)
     dX1 = dY1',  dX2 = dY2 + dX2^F
@@ -38,12 +39,19 @@ Deviations:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
+import numpy as np
+
+from ..attention.lsh import init_lsh, sample_rotations
 from ..backend import array_namespace
-from ..validate import require_float, require_shape
+from ..nn.attention import init_attention
+from ..nn.feed_forward import init_feed_forward
+from ..nn.layer_norm import init_layer_norm
+from ..random import dropout_mask
+from ..validate import require_finite, require_float, require_shape
 from .reversible_blocks import (FCache, GCache, LayerTape, ReversibleConfig, f_backward, f_forward, g_backward,
-                                g_forward)
+                                g_forward, g_vjp)
 
 
 class ReversibleCache(NamedTuple):
@@ -78,14 +86,32 @@ def dequantise(v: Any, bits: int | None, dtype: Any = None) -> Any:
 
 
 def _validate(x: Any, layers: list, tapes: list, config: ReversibleConfig) -> None:
+    if not isinstance(config, ReversibleConfig):
+        raise TypeError(f"config must be a ReversibleConfig, got {type(config).__name__}")
     require_float("x", x)
+    require_finite("x", x)
     require_shape("x", x, ["batch", "seq", "d_model"], [None, None, None])
-    if len(tapes) != len(layers):
-        raise ValueError(f"tapes must have one LayerTape per layer ({len(layers)}), got {len(tapes)}")
-    for n, p in enumerate(layers):
+    if 0 in x.shape:
+        raise ValueError(f"x must hold at least one example, position and feature, got shape {x.shape}")
+    if x.shape[2] % config.n_heads:
+        raise ValueError(f"x's d_model={x.shape[2]} must be a multiple of config.n_heads={config.n_heads}")
+    if not isinstance(layers, (list, tuple)) or not layers:
+        size = f" of length {len(layers)}" if isinstance(layers, (list, tuple)) else ""
+        raise TypeError(f"layers must be a non-empty list of parameter dicts, got {type(layers).__name__}{size}")
+    if not isinstance(tapes, (list, tuple)) or len(tapes) != len(layers):
+        raise ValueError(f"tapes must be a list of one LayerTape per layer ({len(layers)}), got {type(tapes).__name__}"
+                         f" of length {len(tapes) if isinstance(tapes, (list, tuple)) else '?'}")
+    for n, (p, tape) in enumerate(zip(layers, tapes)):
+        if not isinstance(p, Mapping):
+            raise TypeError(f"layers[{n}] must be a dict of parameters, got {type(p).__name__}")
+        if not isinstance(tape, LayerTape):
+            raise TypeError(f"tapes[{n}] must be a LayerTape, got {type(tape).__name__}")
         missing = [k for k in config.layer_params() if k not in p]
         if missing:
             raise ValueError(f"layers[{n}] is missing {missing}")
+        for k in config.layer_params():
+            require_float(f"layers[{n}][{k!r}]", p[k])
+            require_finite(f"layers[{n}][{k!r}]", p[k])
 
 
 def _layer(x1: Any, x2: Any, p: dict, tape: LayerTape, config: ReversibleConfig, dtype: Any):
@@ -119,8 +145,7 @@ def reversible_backward(dy1: Any, dy2: Any, cache: ReversibleCache) -> tuple[Any
     bits, dtype = config.exact_bits, dy1.dtype
     grads: list[dict[str, Any]] = []
     for p, tape in zip(reversed(layers), reversed(tapes)):
-        g_out, g_cache = g_forward(dequantise(y1, bits, dtype), p, tape, config)  # recompute G(Y1)
-        dy1_g, grads_g = g_backward(dy2, g_cache)
+        g_out, dy1_g, grads_g = g_vjp(dequantise(y1, bits, dtype), dy2, p, tape, config)  # G(Y1) and its VJP
         x2 = y2 - quantise(g_out, bits)  # invert Eq. (2)
         dy1 = dy1 + dy1_g  # total cotangent of Y1
         f_out, f_cache, _ = f_forward(dequantise(x2, bits, dtype), p, tape, config)  # recompute F(X2)
@@ -173,6 +198,54 @@ def stored_backward(dy1: Any, dy2: Any, cache: StoredCache) -> tuple[Any, list[d
     return dy1 + dy2, grads[::-1]
 
 
+def reversible_intermediates(cache: ReversibleCache) -> dict[str, Any]:
+    """Each layer's hidden states (Y1, Y2) in forward order, rebuilt from the last layer by the inverse."""
+    bits, dtype = cache.config.exact_bits, None
+    states = reversible_inverse(cache.y1, cache.y2, cache.layers, cache.tapes, cache.config)[1:]
+    states.append((cache.y1, cache.y2))
+    out: dict[str, Any] = {}
+    for n, (y1, y2) in enumerate(states):
+        dtype = y1.dtype if bits is None else None
+        out[f"l{n}.y1"], out[f"l{n}.y2"] = dequantise(y1, bits, dtype), dequantise(y2, bits, dtype)
+    return out
+
+
+def init_reversible_layers(rng: np.random.Generator, n_layers: int, d_model: int, d_ff: int,
+                           config: ReversibleConfig, *, xp, dtype) -> list[dict[str, Any]]:
+    """N parameter dicts with the names of ``config.layer_params()``."""
+    layers = []
+    for _ in range(n_layers):
+        ln_a, ln_f = (init_layer_norm(rng, d_model, xp=xp, dtype=dtype) for _ in range(2))
+        if config.attention == "full":
+            att = init_attention(rng, d_model, xp=xp, dtype=dtype)
+        else:
+            d_head = d_model // config.n_heads
+            att = init_lsh(rng, d_model, config.n_heads, d_head, d_head, xp=xp, dtype=dtype)
+        layers.append({"ln_a.gamma": ln_a["gamma"], "ln_a.beta": ln_a["beta"], **att,
+                       "ln_f.gamma": ln_f["gamma"], "ln_f.beta": ln_f["beta"],
+                       **init_feed_forward(rng, d_model, d_ff, xp=xp, dtype=dtype)})
+    return layers
+
+
+def sample_reversible_tapes(rng: np.random.Generator, n_layers: int, batch: int, seq: int, d_model: int, d_ff: int,
+                            config: ReversibleConfig, *, rate: float = 0.0, n_hashes: int = 2, xp,
+                            dtype) -> list[LayerTape]:
+    """Per-layer dropout keep-masks (None when rate = 0) and, for LSH, rotations."""
+    def mask(shape):
+        return dropout_mask(rng, shape, rate, xp=xp, dtype=dtype) if rate > 0 else None
+
+    tapes = []
+    for _ in range(n_layers):
+        probs = mask((batch, config.n_heads, seq, seq)) if config.attention == "full" else None
+        rotations = None
+        if config.attention == "lsh":
+            rotations = sample_rotations(rng, batch, config.n_heads, d_model // config.n_heads, n_hashes,
+                                         config.n_buckets, xp=xp, dtype=dtype)
+        tapes.append(LayerTape(probs, mask((batch, seq, d_model)), mask((batch, seq, d_ff)),
+                               mask((batch, seq, d_model)), None, rotations))
+    return tapes
+
+
 __all__ = ["ReversibleConfig", "LayerTape", "ReversibleCache", "StoredCache", "FCache", "GCache", "quantise",
            "dequantise", "reversible_forward", "reversible_backward", "reversible_inverse", "stored_forward",
-           "stored_backward"]
+           "stored_backward", "reversible_intermediates", "init_reversible_layers", "sample_reversible_tapes"]
