@@ -18,7 +18,7 @@
 #
 # Code: [`reference/architecture/depth_adaptive.py`](../reference/architecture/depth_adaptive.py) (the decoder
 # with exits, forward and backward) and
-# [`reference/architecture/depth_adaptive_halting.py`](../reference/architecture/depth_adaptive_halting.py) (halting).
+# [`reference/architecture/depth_adaptive_halting.py`](../reference/architecture/depth_adaptive_halting.py) (halting distributions).
 #
 # **What it is for.** Elbayad et al. (ICLR 2020, arXiv:1910.10073) spend less computation on easy tokens: a
 # decoder should not run all its blocks to emit "the". They put an output classifier after **every** block, so a

@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from gradients.check import check_mechanism
-from reference.attention.tree import PAPER_OPTIONS, init_tree_attention, tree_attention_forward
+from reference.attention.tree import init_tree_attention, tree_attention_forward
 from reference.attention.tree_accumulation import hierarchical_accumulation_forward
 from reference.attention.tree_input import batch_trees, parse_tree
 from reference.backend import namespace
@@ -120,9 +120,10 @@ plt.show()
 # ## The accumulation tensor
 #
 # Take one-dimensional "values" so the tensor is easy to read: every leaf has value 0 and node
-# $t$ has value $t + 1$. Then $\hat S_{ij}$ is the average of the leaf and the nodes on the path
-# from leaf $i$ up to node $j$ (the paper's upward cumulative average), and $\hat n_j$ is the
-# (here unweighted, $w = 1$) mean of column $j$ over the leaves of the span.
+# $t$ has value $t + 1$. Then $\hat S_{ij}$ is the upward cumulative average along the path from
+# leaf $i$ up to node $j$: the leaf's value plus the path's node values, divided (by default, as in the
+# authors' code) by the number of nodes on the path; $\hat n_j$ is the (here unweighted, $w = 1$) mean of
+# column $j$ over the leaves of the span.
 
 # %%
 leaf_values = np.zeros((1, 1, tree.n, 1))
@@ -146,24 +147,31 @@ print("node states n̂_j:", dict(zip(tree.labels, np.round(np.asarray(n_hat)[0, 
 
 # %% [markdown]
 # Check one entry by hand: leaf `e` (index 4) inside VP (index 3). Its path is PP, NP2, VP with
-# values 2, 3, 4, plus the leaf's 0: the paper's average is $(0 + 2 + 3 + 4) / 4 = 2.25$. The
-# authors' code divides by the node count only, $9 / 3 = 3$.
+# values 2, 3, 4, plus the leaf's 0. The authors' code (the default) divides by the node count,
+# $9 / 3 = 3$; the specification's recalled reading of the paper (`up_norm="paper_recalled"`, not re-read in
+# the paper) averages over the leaf too, $(0 + 2 + 3 + 4) / 4 = 2.25$.
 
 # %%
-print("paper:", s_hat[4, 3])
-_, code_cache = hierarchical_accumulation_forward(leaf_values, node_values, w, tb, mean="code")
-print("code: ", np.asarray(code_cache.s_hat)[0, 0, 4, 3, 0])
+print("code (default):", s_hat[4, 3])
+_, recalled = hierarchical_accumulation_forward(leaf_values, node_values, w, tb, up_norm="paper_recalled")
+print("paper_recalled:", np.asarray(recalled.s_hat)[0, 0, 4, 3, 0])
 
 # %% [markdown]
 # ## Hierarchical embeddings
 #
-# Before the average, each node entry gets $E_{ij} = [e^v_{|V^i_j|}; e^h_{|H^i_j|}]$. With tables
-# whose rows hold their own 1-based index, the embedding reads back the two indices.
+# Before the average, each node entry gets $E_{ij} = [e^v_{|V^i_j|}; e^h_{|H^i_j|}]$ in the specification's
+# recalled reading of the paper (`vertical="paper_recalled", layout="concat"`). With tables whose rows hold
+# their own 1-based index (times 10 for the horizontal table), the embedding reads back the two indices. The
+# default follows the authors' code instead: the vertical table is indexed by the node's depth plus one and
+# the two halves are interleaved (see the hierarchical-embeddings page).
 
 # %%
-e, _ = hierarchical_embedding_forward(np.arange(1.0, 6.0)[:, None], 10 * np.arange(1.0, 7.0)[:, None], tb)
-print("vertical half (|V|):\n", np.asarray(e)[0, :, :, 0].astype(int))
-print("horizontal half (10 |H|):\n", np.asarray(e)[0, :, :, 1].astype(int))
+e_v, e_h = np.arange(1.0, 6.0)[:, None], 10 * np.arange(1.0, 7.0)[:, None]
+e, _ = hierarchical_embedding_forward(e_v, e_h, tb, vertical="paper_recalled", layout="concat")
+print("vertical half, |V^i_j| (leaf i = row, node j = column):\n", np.asarray(e)[0, :, :, 0].astype(int))
+print("horizontal half, 10 |H^i_j|:\n", np.asarray(e)[0, :, :, 1].astype(int))
+e_code, _ = hierarchical_embedding_forward(e_v, e_h, tb, layout="concat")
+print("vertical half with the code's index (depth(j) + 1):\n", np.asarray(e_code)[0, :, :, 0].astype(int))
 
 # %% [markdown]
 # ## The subtree mask
@@ -192,11 +200,11 @@ plt.show()
 # %%
 params = init_tree_attention(rng, 8, 2, xp=xp, dtype=xp.float64, n_vertical=4, n_horizontal=6)
 xl, xn = rng.standard_normal((1, tree.n, 8)), rng.standard_normal((1, tree.m, 8))
-y, _ = tree_attention_forward(xl, xn, params, tb, n_heads=2, **PAPER_OPTIONS)
+y, _ = tree_attention_forward(xl, xn, params, tb, n_heads=2)
 xl2, xn2 = xl.copy(), xn.copy()
 xl2[0, :2] += 5.0
 xn2[0, [0, 4]] += 5.0
-y2, _ = tree_attention_forward(xl2, xn2, params, tb, n_heads=2, **PAPER_OPTIONS)
+y2, _ = tree_attention_forward(xl2, xn2, params, tb, n_heads=2)
 vp = tree.n + 3
 print("VP output moved by", np.max(np.abs(np.asarray(y2)[0, vp] - np.asarray(y)[0, vp])))
 print("S  output moved by", np.max(np.abs(np.asarray(y2)[0, -1] - np.asarray(y)[0, -1])))
