@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reference.attention.lsh import (lsh_attention_backward, lsh_attention_forward, lsh_hash,  # noqa: E402
                                      project_queries, sample_rotations)
 from reference.attention.lsh_dense import lsh_dense_backward, lsh_dense_forward  # noqa: E402
-from reference.attention.lsh_examples import init_lsh  # noqa: E402
+from reference.attention.lsh import init_lsh  # noqa: E402
 from reference.backend import namespace  # noqa: E402
 
 XP = namespace("numpy")
