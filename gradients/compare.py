@@ -431,7 +431,7 @@ class _Other:
     grads: dict[str, Any]
     intermediates: dict[str, Any] | None
     dtypes: dict[str, str]
-    #: Gradients that are exactly zero by construction of the other side's framework (JAX), keyed like grads.
+    #: The cause and fix printed where no gradient reached a leaf (the framework's own words: torch, JAX).
     no_gradient_note: str = NO_GRADIENT_FIX
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gradients.compare import compare_torch, sweep_torch, user_case
+from reference.backend import array_namespace
 from reference.registry import Case, Mechanism, get
 
 torch = pytest.importorskip("torch")
@@ -206,16 +207,19 @@ def _mlp_build(seed, dtype, xp):
 
 def _mlp_forward(case):
     x, w1, w2 = case.inputs["x"], case.params["w1"], case.params["w2"]
-    h = x @ w1
-    a = np.tanh(h)
+    xp = array_namespace(x)
+    h = x @ w1  # (2, 5)
+    a = xp.tanh(h)  # (2, 5)
     return {"y": a @ w2}, (x, w1, w2, h, a)
 
 
 def _mlp_backward(cache, cot):
     x, w1, w2, h, a = cache
-    da = cot["y"] @ w2.T
+    da = cot["y"] @ array_namespace(w2).matrix_transpose(w2)
     dh = da * (1 - a ** 2)
-    return {"x": dh @ w1.T, "w1": x.T @ dh, "w2": a.T @ cot["y"]}
+    xp = array_namespace(x)
+    t = xp.matrix_transpose
+    return {"x": dh @ t(w1), "w1": t(x) @ dh, "w2": t(a) @ cot["y"]}
 
 
 MLP = Mechanism("nn.compare_test_mlp", "test", "nn", _mlp_build, _mlp_forward, _mlp_backward,
@@ -239,3 +243,16 @@ def test_intermediates_name_the_first_that_disagrees():
     assert "no 'intermediates' entry" in missing.failures[0].note and "['h', 'a']" in missing.failures[0].note
     typo = compare_torch(MLP, lambda i, p, s: {**mlp(i, p, s), "intermediates": {"hidden": i["x"]}}, intermediates=True)
     assert "unexpected" in typo.failures[0].note
+
+
+def test_intermediates_are_budgeted_in_low_precision():
+    def mlp(inputs, params, static, scale=1.0):
+        h = inputs["x"] @ params["w1"] * scale
+        a = torch.tanh(h)
+        return {"y": a @ params["w2"], "intermediates": {"h": h, "a": a}}
+
+    good = compare_torch(MLP, mlp, intermediates=True, dtype="float32")
+    assert good.passed and good.results[0].tensor == "intermediates.h", good.table()
+    assert good.results[0].yardstick_error >= 0 and "yardstick err" in good.table()
+    bad = compare_torch(MLP, lambda i, p, s: mlp(i, p, s, scale=1 + 1e-4), intermediates=True, dtype="float32")
+    assert bad.first_disagreement == "intermediates.h", bad.table()
