@@ -118,6 +118,7 @@ def test_jax_in_low_precision_is_budgeted(dtype):
     report = compare_jax("nn.attention", jax_mha, config=small, dtype=dtype)
     assert report.passed, report.table()
     assert "yardstick err" in report.table() and report.dtype == dtype
-    wrong = compare_jax("nn.attention", lambda i, p, s, c: jax_mha(i, p, s, c, softmax_axis=-2), config=small,
-                        dtype=dtype)
-    assert wrong.failures[0].tensor == "outputs.y", wrong.table()
+    if dtype == "float32":  # (each bfloat16 compilation costs XLA on a CPU several seconds)
+        wrong = compare_jax("nn.attention", lambda i, p, s, c: jax_mha(i, p, s, c, softmax_axis=-2), config=small,
+                            dtype=dtype)
+        assert wrong.failures[0].tensor == "outputs.y", wrong.table()
