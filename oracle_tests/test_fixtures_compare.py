@@ -140,6 +140,11 @@ def test_compare_with_fixture_accepts_the_oracle_and_catches_a_wrong_numpy_code(
     assert compare_with_fixture(fixture_dir / "nn.linear.json", right).passed
     report = compare_with_fixture("nn.linear", wrong, directory=fixture_dir)
     assert [r.tensor for r in report.failures] == ["grads.w"], report.table()
+    # An extra gradient (a misnamed key) is a named failing row, not silently ignored.
+    extra = compare_with_fixture("nn.linear", lambda i, p, s, c: (right(i, p, s, c)[0],
+                                                                  {**right(i, p, s, c)[1], "weight": p["w"]}),
+                                 directory=fixture_dir)
+    assert [r.tensor for r in extra.failures] == ["grads.weight"] and "unexpected" in extra.failures[0].note
     # Forward only: a callable returning just the outputs is compared on its outputs.
     forward_only = compare_with_fixture("nn.linear", lambda i, p, s, c: right(i, p, s, c)[0], directory=fixture_dir)
     assert forward_only.passed and [r.tensor for r in forward_only.results] == ["outputs.y"]
