@@ -28,8 +28,18 @@ from reference.config import Config
 from reference.registry import Mechanism
 
 from .budget import Budget
-from .compare import (ComparisonReport, _call, _judge, _map_arrays, _mechanism, _Other, _plan, _real_dtype_name, _split,
-                      sweep)
+from .compare import (
+    ComparisonReport,
+    _call,
+    _judge,
+    _map_arrays,
+    _mechanism,
+    _Other,
+    _plan,
+    _real_dtype_name,
+    _split,
+    sweep,
+)
 from .complex import from_jax
 
 __all__ = ["compare_jax", "sweep_jax", "JAX_NO_GRADIENT_FIX"]
