@@ -15,10 +15,11 @@ import torch
 
 from gradients import check_mechanism
 from gradients.check import random_cotangents
-from reference.architecture.depth_adaptive import DepthAdaptiveConfig, depth_adaptive_backward, depth_adaptive_forward
-from reference.architecture.depth_adaptive_examples import CONFIGS, exit_scores, init_depth_adaptive
-from reference.architecture.depth_adaptive_halting import (confidence_decode, first_exit, geometric_halting_grad,
-                                                           geometric_log_q, oracle_depths)
+from reference.architecture.depth_adaptive import (DepthAdaptiveConfig, confidence_decode, depth_adaptive_backward,
+                                                   depth_adaptive_forward, greedy_decode)
+from reference.architecture.depth_adaptive_halting import (exit_scores, first_exit, geometric_halting_grad,
+                                                           geometric_log_q, halting_backward, oracle_depths)
+from reference.architecture.depth_adaptive_params import init_depth_adaptive
 from reference.backend import namespace, to_numpy
 from reference.registry import get, select
 
@@ -125,12 +126,29 @@ def torch_depth_adaptive(source, params, static, config):
     return out
 
 
-@pytest.mark.parametrize("name", VARIANTS)
-def test_torch_autograd_agrees(name):
+EDGES = [(name, label) for name in VARIANTS for label in get(name).edge_configs]
+
+
+@pytest.mark.parametrize("name, label", EDGES)
+def test_every_edge_configuration_random_directions(name, label):
     mechanism = get(name)
-    config = CONFIGS[name]
+    report = check_mechanism(mechanism, backend="numpy", mode="fast", config=mechanism.edge_configs[label])
+    assert report.passed, report.table()
+
+
+@pytest.mark.parametrize("label", ["depth_1", "fully_padded_row"])
+def test_edges_on_array_api_strict(label):
+    mechanism = get("architecture.depth_adaptive.sequence")
+    report = check_mechanism(mechanism, backend="array_api_strict", mode="fast", config=mechanism.edge_configs[label])
+    assert report.passed, report.table()
+
+
+@pytest.mark.parametrize("name, label", [(name, None) for name in VARIANTS] + EDGES)
+def test_torch_autograd_agrees(name, label):
+    mechanism = get(name)
+    config = mechanism.make_config(mechanism.edge_configs.get(label)).model()
     xp = namespace("numpy")
-    case = mechanism.example(0, xp.float64, xp)
+    case = mechanism.example(0, xp.float64, xp, mechanism.edge_configs.get(label))
     outputs, cache = mechanism.forward(case)
     cot = random_cotangents(outputs, seed=3)
     grads = mechanism.backward(cache, cot)
@@ -250,7 +268,7 @@ def test_confidence_decoding_is_reproduced_by_the_training_forward():
                                           source_valid=static["source_valid"], thresholds=thresholds, config=config)
     exits_np = to_numpy(exits)
     assert len(np.unique(exits_np)) > 1, f"the example should exit at several depths, got {exits_np}"
-    omega = xp.ones((2, 5, 3), dtype=xp.float64)
+    omega = xp.ones((2, 5, 3), dtype=xp.float64) / 3
     _, cache = depth_adaptive_forward(source, params, exits=exits, omega=omega, config=config, **static)
     p = to_numpy(cache.p)  # (B, T, N, V)
     confident = p.max(-1)
@@ -264,7 +282,7 @@ def test_exit_scores_correctness_is_zero_one():
     xp, config, params, source, static = _small_model()
     n = config.n_layers
     _, cache = depth_adaptive_forward(source, params, exits=xp.full((2, 5), n, dtype=xp.int64),
-                                      omega=xp.ones((2, 5, n), dtype=xp.float64), config=config, **static)
+                                      omega=xp.ones((2, 5, n), dtype=xp.float64) / n, config=config, **static)
     c = to_numpy(exit_scores(cache.p, static["targets"], kind="correctness"))
     assert set(np.unique(c)) <= {0.0, 1.0}
 
@@ -273,7 +291,7 @@ def test_exit_scores_correctness_is_zero_one():
 
 def test_bad_input_names_the_argument():
     xp, config, params, source, static = _small_model()
-    omega = xp.ones((2, 5, 3), dtype=xp.float64)
+    omega = xp.ones((2, 5, 3), dtype=xp.float64) / 3
     with pytest.raises(ValueError, match="exits"):
         depth_adaptive_forward(source, params, exits=xp.full((2, 5), 4, dtype=xp.int64), omega=omega,
                                config=config, **static)
@@ -288,3 +306,128 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="halting_targets"):
         depth_adaptive_forward(source, params, exits=xp.full((2, 5), 3, dtype=xp.int64), omega=omega,
                                config=DepthAdaptiveConfig(n_layers=3, n_heads=2, halting="token"), **static)
+
+
+def torch_greedy(source, params, source_valid, thresholds, config, bos, steps):
+    """Independent greedy decoder: one token per step, each running blocks until its confidence passes."""
+    b = source.shape[0]
+    src_mask = source_valid[:, None, None, :]
+    layers = []  # per position: its inputs to every block (copied states for exited tokens)
+    tokens, exits = [], []
+    prev = torch.full((b,), bos, dtype=torch.long)
+    for t in range(steps):
+        h = params["embed"][prev] + params["pos"][t]  # (B, D)
+        inputs, running = [], torch.ones(b, dtype=torch.bool)
+        exit_t, token_t = torch.full((b,), config.n_layers), torch.zeros(b, dtype=torch.long)
+        for n in range(1, config.n_layers + 1):
+            inputs.append(h)
+            history = torch.stack([layer[n - 1] for layer in layers] + [h], dim=1)  # (B, t + 1, D)
+            block = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(f"block{n}.")}
+            causal = torch.tril(torch.ones(t + 1, t + 1, dtype=torch.bool))
+            full = _block(history, source, block, config.n_heads, causal, src_mask)[:, -1]
+            h = torch.where(running[:, None], full, h)
+            suffix = "" if config.shared_classifier else str(n)
+            p = torch.softmax(h @ params[f"exit{suffix}.w"] + params[f"exit{suffix}.b"], -1)
+            leave = running if n == config.n_layers else running & (p.max(-1).values > thresholds[n - 1])
+            exit_t = torch.where(leave & (n < config.n_layers), torch.full_like(exit_t, n), exit_t)
+            token_t = torch.where(leave, p.argmax(-1), token_t)
+            running = running & ~leave
+        layers.append(inputs)
+        tokens.append(token_t)
+        exits.append(exit_t)
+        prev = token_t
+    return torch.stack(tokens, 1), torch.stack(exits, 1)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_greedy_decoding_agrees_with_an_independent_torch_decoder(shared):
+    """Issue 16.9: the paper's use of the exits, autoregressive and greedy, with confidence thresholds."""
+    xp, config, params, source, static = _small_model(seed=4, shared=shared)
+    thresholds = xp.asarray([0.3, 0.35])
+    tokens, exits = greedy_decode(source, params, bos=0, steps=5, source_valid=static["source_valid"],
+                                  thresholds=thresholds, config=config)
+    with torch.no_grad():
+        theirs, their_exits = torch_greedy(_t(source), {k: _t(v) for k, v in params.items()},
+                                           _t(static["source_valid"]), _t(thresholds), config, 0, 5)
+    np.testing.assert_array_equal(to_numpy(tokens), theirs.numpy())
+    np.testing.assert_array_equal(to_numpy(exits), their_exits.numpy())
+    assert len(np.unique(to_numpy(exits))) > 1, "the example should exit at several depths"
+    # Feeding the generated tokens back, the teacher-forced scorer reproduces the same exits.
+    prefix = xp.concat([xp.zeros((2, 1), dtype=xp.int64), tokens[:, :-1]], axis=1)
+    forced, _ = confidence_decode(source, params, prev_tokens=prefix, source_valid=static["source_valid"],
+                                  thresholds=thresholds, config=config)
+    np.testing.assert_array_equal(to_numpy(forced), to_numpy(exits))
+
+
+def test_halting_backward_is_pure_and_returns_a_typed_record():
+    xp, config, params, source, static = _small_model(halting="geometric")
+    n = config.n_layers
+    static.update(exits=xp.full((2, 5), n, dtype=xp.int64), omega=xp.ones((2, 5, n), dtype=xp.float64) / n,
+                  halting_targets=xp.asarray([[1, 2, 3, 1, 2], [3, 3, 1, 2, 1]]))
+    cfg = DepthAdaptiveConfig(n_layers=3, n_heads=2, halting="geometric", activation="gelu_tanh")
+    _, cache = depth_adaptive_forward(source, params, config=cfg, **static)
+    before = dict(cache.halting.params)
+    first = halting_backward(xp.asarray(1.0), cache.halting)
+    second = halting_backward(xp.asarray(1.0), cache.halting)
+    assert set(first.params) == {"halt.w", "halt.b"} and first.dsource is None
+    assert tuple(first.dstates.shape) == tuple(cache.states.shape)
+    for k in first.params:
+        np.testing.assert_array_equal(to_numpy(first.params[k]), to_numpy(second.params[k]))
+    assert cache.halting.params.keys() == before.keys()
+    assert halting_backward(xp.asarray(1.0), cache.halting, detach=True).dstates is None
+
+
+def _call(xp, config, params, source_, static, change):
+    n = config.n_layers
+    args = {"exits": xp.full((2, 5), n, dtype=xp.int64), "omega": xp.ones((2, 5, n), dtype=xp.float64) / n,
+            **static, "source": source_, "config": config, **change}
+    depth_adaptive_forward(args.pop("source"), params, **args)
+
+
+def _nan(x):
+    y = np.array(to_numpy(x), copy=True)
+    y.flat[0] = np.nan
+    return namespace("numpy").asarray(y)
+
+
+TOKEN = DepthAdaptiveConfig(n_layers=3, n_heads=2, halting="token", activation="gelu_tanh")
+SEQ = DepthAdaptiveConfig(n_layers=3, n_heads=2, halting="sequence", activation="gelu_tanh")
+TARGETS = np.array([[1, 2, 3, 1, 2], [3, 3, 1, 2, 1]])
+BAD = [
+    ("omega_nan", {}, lambda xp, s: {"omega": _nan(xp.ones((2, 5, 3)) / 3)}, ValueError, "omega contains NaN"),
+    ("omega_negative", {}, lambda xp, s: {"omega": xp.asarray(np.tile([1.5, -0.5, 0.0], (2, 5, 1)))}, ValueError,
+     "omega rows must be non-negative"),
+    ("omega_not_summing_to_1", {}, lambda xp, s: {"omega": xp.ones((2, 5, 3))}, ValueError, "sum to 1"),
+    ("omega_int", {}, lambda xp, s: {"omega": xp.ones((2, 5, 3), dtype=xp.int64)}, TypeError,
+     "omega must be a real floating"),
+    ("source_nan", {}, lambda xp, s: {"source": _nan(s)}, ValueError, "source contains NaN"),
+    ("source_list", {}, lambda xp, s: {"source": to_numpy(s).tolist()}, TypeError, "source must be an array"),
+    ("halting_targets_float", {"config": TOKEN}, lambda xp, s: {"halting_targets": xp.asarray(TARGETS * 1.0)},
+     TypeError, "halting_targets must be an integer"),
+    ("halting_targets_negative", {"config": TOKEN}, lambda xp, s: {"halting_targets": xp.asarray(-TARGETS)},
+     ValueError, r"halting_targets - 1 must lie in"),
+    ("halting_targets_too_large", {"config": TOKEN}, lambda xp, s: {"halting_targets": xp.asarray(TARGETS + 3)},
+     ValueError, r"halting_targets - 1 must lie in"),
+    ("halting_targets_rank", {"config": SEQ}, lambda xp, s: {"halting_targets": xp.asarray(TARGETS)}, ValueError,
+     r"halting_targets must have shape \(batch\)"),
+    ("prev_tokens_empty", {}, lambda xp, s: {"prev_tokens": xp.zeros((2, 0), dtype=xp.int64)}, ValueError,
+     "prev_tokens must have a non-empty"),
+    ("source_valid_int", {}, lambda xp, s: {"source_valid": xp.ones((2, 3), dtype=xp.int64)}, TypeError,
+     "source_valid must be a boolean"),
+]
+
+
+@pytest.mark.parametrize("label, fixed, change, error, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_parametrised(label, fixed, change, error, message):
+    xp, config, params, source, static = _small_model()
+    with pytest.raises(error, match=message):
+        _call(xp, fixed.get("config", config), params, source, static, change(xp, source))
+
+
+@pytest.mark.parametrize("kwargs, message", [({"n_layers": 0, "n_heads": 2}, "n_layers"),
+                                             ({"n_layers": 3, "n_heads": 0}, "n_heads"),
+                                             ({"n_layers": 1, "n_heads": 2, "halting": "geometric"}, "n_layers >= 2"),
+                                             ({"n_layers": 3, "n_heads": 2, "alpha": float("nan")}, "alpha")])
+def test_bad_configuration_names_the_field(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DepthAdaptiveConfig(**kwargs)

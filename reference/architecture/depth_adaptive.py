@@ -1,21 +1,22 @@
 """Depth-Adaptive Transformer: a decoder with an exit classifier after every block.
 
 Elbayad, Gu, Grave, Auli, "Depth-Adaptive Transformer", ICLR 2020, arXiv:1910.10073.
-Halting distributions and oracles: :mod:`reference.architecture.depth_adaptive_halting`.
+Halting distributions, their losses and oracles: :mod:`reference.architecture.depth_adaptive_halting`;
+parameters: :mod:`.depth_adaptive_params`; registered cases: :mod:`reference.architecture.cases.depth_adaptive`.
 
 Axes: B batch, T target positions, S source positions, D width, V vocabulary,
 N decoder blocks. Exits are 1-based.
 
 Forward (§2.1, §2.2 of the paper; spec architecture.md §4.3–4.4):
 
-    h^0_t = E[y_{t-1}] + P_t
-    h^n   = where(exit_t >= n, Block_n(h^{n-1}, s), h^{n-1})     copying: an exited token's
+    h^0_t = E[y_{t-1}] + P_t                                                                  (1)
+    h^n   = where(exit_t >= n, Block_n(h^{n-1}, s), h^{n-1})     copying: an exited token's   (2)
                                                                   state feeds the upper blocks
-    log p_n(. | h^n_t) = log_softmax(h^n_t W_n + b_n)             W_n shared or separate
-    L_dec  = -(1/N_valid) sum_{b,t,n} Omega_{b,t,n} log p_n(y_t | h^n_t)
-    L_exit = -(1/N_valid) sum_{b,t} sum_n q*_t(n) log q_t(n)       token halting
-           = -(1/B) sum_b sum_n q*_b(n) log q_b(n)                 sequence halting
-    L      = L_dec + alpha L_exit
+    log p_n(. | h^n_t) = log_softmax(h^n_t W_n + b_n)             W_n shared or separate       (3)
+    L_dec  = -(1/N_valid) sum_{b,t,n} Omega_{b,t,n} log p_n(y_t | h^n_t)                       (7)
+    L_exit = -(1/N_valid) sum_{b,t} sum_n q*_t(n) log q_t(n)       token halting (4), (5)
+           = -(1/B) sum_b sum_n q*_b(n) log q_b(n)                 sequence halting (6)
+    L      = L_dec + alpha L_exit                                                            (8)
 
 Omega selects the training mode: aligned training is exit_t = N and
 Omega_{t,n} = omega_n (uniform by default); mixed training samples exits and sets
@@ -29,6 +30,10 @@ Backward:
     blocks, from N down to 1:   g = dh^n (classifier, halting and copies from above)
         dfull = where(run_n, g, 0);   dh^{n-1} += where(run_n, 0, g) + Block_n'(dfull)
 
+Decoding (the paper's use of the exits, §2.3): :func:`confidence_decode` scores a given target prefix with
+confidence-threshold exits (teacher forcing); :func:`greedy_decode` generates autoregressively, each new token
+leaving at the first block n < N with max_v p_n(v) > threshold_n, its state copied upward for later tokens.
+
 Deviations and choices (the paper leaves them open; spec §4.4, §6 item 7):
 * L_exit back-propagates into the decoder states unless ``detach=True`` (attn2d's
   ``detach_before_classifier``). The oracle targets q* are frozen inputs.
@@ -39,32 +44,41 @@ Deviations and choices (the paper leaves them open; spec §4.4, §6 item 7):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace, one_hot, scatter_add
 from ..nn.attention import causal_mask, padding_mask
 from ..nn.decoder_layer import DecoderLayerCache, decoder_layer_backward, decoder_layer_forward
-from ..nn.softmax import log_softmax_forward
-from ..validate import require_float, require_index_range, require_shape
-from .depth_adaptive_halting import geometric_halting_grad, geometric_log_q
+from ..nn.softmax import log_softmax_forward, softmax_forward
+from ..validate import require_bool, require_finite, require_float, require_index_range, require_int, require_shape
+from .depth_adaptive_halting import HALTING_KINDS, HaltingCache, halting_backward, halting_forward
 
-HALTING = (None, "token", "geometric", "sequence")
+HALTING = (None,) + HALTING_KINDS
 
 
 @dataclass(frozen=True)
 class DepthAdaptiveConfig:
     n_layers: int  # N decoder blocks, each with an exit classifier
     n_heads: int
-    shared_classifier: bool = True  # one W for every exit, or W_n per block
-    halting: str | None = None  # None, "token" (multinomial), "geometric", "sequence"
+    shared_classifier: bool = True  # one W for every exit (§2.1 [paper, recalled]), or W_n per block
+    halting: str | None = None  # None, "token" (multinomial), "geometric", "sequence" (§2.2)
     alpha: float = 1.0  # weight of L_exit
     detach: bool = False  # stop L_exit's gradient at the decoder states
     activation: str = "gelu"
 
     def __post_init__(self) -> None:
+        for name in ("n_layers", "n_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DepthAdaptiveConfig.{name} must be a positive integer, got {value!r}")
         if self.halting not in HALTING:
-            raise ValueError(f"halting must be one of {HALTING}, got {self.halting!r}")
+            raise ValueError(f"DepthAdaptiveConfig.halting must be one of {HALTING}, got {self.halting!r}")
+        if self.halting == "geometric" and self.n_layers < 2:
+            raise ValueError("DepthAdaptiveConfig.halting='geometric' needs n_layers >= 2 (one unit per block n < N)")
+        if not math.isfinite(self.alpha) or self.alpha < 0:
+            raise ValueError(f"DepthAdaptiveConfig.alpha must be finite and >= 0, got {self.alpha!r}")
 
 
 class DepthAdaptiveCache(NamedTuple):
@@ -76,8 +90,7 @@ class DepthAdaptiveCache(NamedTuple):
     p: Any  # (B, T, N, V) exit distributions
     dlogits_unit: Any  # (B, T, N, V) dL_dec/dlogits for dL_dec = 1
     classifier_w: Any  # (N, D, V) exit weights (the shared one repeated N times)
-    halting: tuple  # what the halting backward needs
-    halting_params: dict[str, Any]  # the halt.* parameters
+    halting: HaltingCache | None  # what the halting backward needs
     vocab_size: int
     n_positions: int
 
@@ -96,24 +109,54 @@ def block_params(params: dict[str, Any], n: int) -> dict[str, Any]:
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
+def _embed(params: dict[str, Any], prev_tokens: Any) -> Any:
+    """h^0 = E[y_{t-1}] + P_t (B, T, D)."""
+    xp = array_namespace(params["embed"])
+    h = xp.take(params["embed"], xp.reshape(prev_tokens, (-1,)), axis=0)
+    return xp.reshape(h, (*prev_tokens.shape, -1)) + params["pos"][:prev_tokens.shape[1], :]  # Eq. (1)
+
+
+def _block(h, source, params, n, source_valid, config):
+    """Block n on every token (the caller copies exited tokens' states): (B, T, D) and its cache."""
+    xp = array_namespace(h)
+    return decoder_layer_forward(h, source, block_params(params, n), n_heads=config.n_heads,
+                                 self_mask=causal_mask(h.shape[1], xp=xp), cross_mask=padding_mask(source_valid),
+                                 activation=config.activation)
+
+
 def run_blocks(source, params, prev_tokens, source_valid, exits, config):
     """h^0 and the copy-aware block stack; returns states (B, T, N, D), block caches and run masks."""
     xp = array_namespace(source)
-    t = prev_tokens.shape[1]
-    h = xp.take(params["embed"], xp.reshape(prev_tokens, (-1,)), axis=0)
-    h = xp.reshape(h, (*prev_tokens.shape, -1)) + params["pos"][:t, :]  # (B, T, D)
-    self_mask, cross_mask = causal_mask(t, xp=xp), padding_mask(source_valid)
+    h = _embed(params, prev_tokens)  # (B, T, D)
     states, blocks, run = [], [], []
     for n in range(1, config.n_layers + 1):
-        full, cache = decoder_layer_forward(h, source, block_params(params, n), n_heads=config.n_heads,
-                                            self_mask=self_mask, cross_mask=cross_mask,
-                                            activation=config.activation)  # (B, T, D)
+        full, cache = _block(h, source, params, n, source_valid, config)  # (B, T, D)
         running = (exits >= n)[..., None]  # (B, T, 1)
-        h = xp.where(running, full, h)  # copy exited tokens' states upward
+        h = xp.where(running, full, h)  # copy exited tokens' states upward                   Eq. (2)
         states.append(h)
         blocks.append(cache)
         run.append(running)
     return xp.stack(states, axis=2), blocks, run  # (B, T, N, D)
+
+
+def _check_inputs(source, params, prev_tokens, source_valid, config):
+    if not isinstance(config, DepthAdaptiveConfig):
+        raise TypeError(f"config must be a DepthAdaptiveConfig, got {type(config).__name__}")
+    require_float("source", source)
+    require_finite("source", source)
+    require_int("prev_tokens", prev_tokens)
+    if prev_tokens.ndim != 2 or 0 in tuple(prev_tokens.shape):
+        raise ValueError(f"prev_tokens must have a non-empty shape (batch, seq), got {tuple(prev_tokens.shape)}")
+    b = prev_tokens.shape[0]
+    require_shape("source", source, ["batch", "src_len", "d_model"], [b, None, params["embed"].shape[1]])
+    require_index_range("prev_tokens", prev_tokens, params["embed"].shape[0])
+    require_bool("source_valid", source_valid)
+    require_shape("source_valid", source_valid, ["batch", "src_len"], [b, source.shape[1]])
+    if not bool(array_namespace(source).all(array_namespace(source).any(source_valid, axis=1))):
+        raise ValueError("source_valid must mark at least one valid source position in every row")
+    if prev_tokens.shape[1] > params["pos"].shape[0]:
+        raise ValueError(f"prev_tokens has {prev_tokens.shape[1]} positions, more than the {params['pos'].shape[0]} "
+                         f"rows of params['pos']")
 
 
 def depth_adaptive_forward(source: Any, params: dict[str, Any], *, prev_tokens: Any, targets: Any,
@@ -123,71 +166,52 @@ def depth_adaptive_forward(source: Any, params: dict[str, Any], *, prev_tokens: 
     """Losses of one batch. Returns ({"loss", "loss_dec"[, "loss_exit"]}, cache).
 
     source (B, S, D) encoder states; prev_tokens, targets (B, T) ids; target_valid (B, T) and
-    source_valid (B, S) bool; exits (B, T) in 1..N; omega (B, T, N) loss weights;
-    halting_targets: exits (B, T) for token/geometric halting or (B,) for sequence halting.
+    source_valid (B, S) bool; exits (B, T) in 1..N; omega (B, T, N) loss weights, each row >= 0 and summing
+    to 1; halting_targets: exits (B, T) for token/geometric halting or (B,) for sequence halting.
     """
+    _check_inputs(source, params, prev_tokens, source_valid, config)
     xp = array_namespace(source)
     n, (b, t) = config.n_layers, prev_tokens.shape
-    require_float("source", source)
-    require_shape("source", source, ["batch", "src_len", "d_model"], [b, None, params["embed"].shape[1]])
     vocab = params["embed"].shape[0]
-    require_index_range("prev_tokens", prev_tokens, vocab)
+    require_shape("targets", targets, ["batch", "seq"], [b, t])
     require_index_range("targets", targets, vocab)
+    require_bool("target_valid", target_valid)
+    require_shape("target_valid", target_valid, ["batch", "seq"], [b, t])
+    require_shape("exits", exits, ["batch", "seq"], [b, t])
     require_index_range("exits - 1", exits - 1, n)
+    require_float("omega", omega)
+    require_finite("omega", omega)
     require_shape("omega", omega, ["batch", "seq", "n_layers"], [b, t, n])
+    if bool(xp.any(omega < 0)) or bool(xp.any(xp.abs(xp.sum(omega, axis=-1) - 1.0) > 1e-6)):
+        raise ValueError("omega rows must be non-negative and sum to 1 (aligned: omega_n; mixed: onehot(exit))")
     states, blocks, run = run_blocks(source, params, prev_tokens, source_valid, exits, config)
 
     w, bias = _classifier_weights(params, config, xp)  # (N, D, V), (N, V)
     logits = xp.squeeze(xp.matmul(states[..., None, :], w), axis=-2) + bias  # (B, T, N, V)
-    log_p, softmax_cache = log_softmax_forward(logits)
+    log_p, softmax_cache = log_softmax_forward(logits)  # Eq. (3)
     hot = one_hot(targets, vocab, dtype=source.dtype)[:, :, None, :]  # (B, T, 1, V)
     valid = xp.astype(target_valid, source.dtype)  # (B, T)
     count = xp.maximum(xp.sum(valid), xp.asarray(1.0, dtype=source.dtype))
     weight = omega * valid[..., None] / count  # (B, T, N)
-    loss_dec = -xp.sum(weight * xp.sum(hot * log_p, axis=-1))  # Eq. aligned / mixed
+    loss_dec = -xp.sum(weight * xp.sum(hot * log_p, axis=-1))  # Eq. (7): aligned / mixed
     dlogits_unit = -weight[..., None] * (hot - softmax_cache.p)  # (B, T, N, V)
 
-    losses = {"loss_dec": loss_dec}
-    halting: tuple = ()
+    losses = {"loss_dec": loss_dec, "loss": loss_dec}
+    halting = None
     if config.halting is not None:
         if halting_targets is None:
             raise ValueError(f"halting={config.halting!r} needs halting_targets")
-        loss_exit, halting = _halting_forward(source, states, params, halting_targets, valid, count,
-                                              source_valid, config)
+        require_int("halting_targets", halting_targets)
+        want = [b] if config.halting == "sequence" else [b, t]
+        require_shape("halting_targets", halting_targets, ["batch"] if len(want) == 1 else ["batch", "seq"], want)
+        require_index_range("halting_targets - 1", halting_targets - 1, n)
+        loss_exit, halting = halting_forward(config.halting, states, source, source_valid, params, halting_targets,
+                                             valid, count)
         losses["loss_exit"] = loss_exit
-        losses["loss"] = loss_dec + config.alpha * loss_exit
-    else:
-        losses["loss"] = loss_dec
-    halting_params = {k: v for k, v in params.items() if k.startswith("halt.")}
+        losses["loss"] = loss_dec + config.alpha * loss_exit  # Eq. (8)
     cache = DepthAdaptiveCache(config, prev_tokens, blocks, run, states, softmax_cache.p, dlogits_unit, w, halting,
-                               halting_params, vocab, params["pos"].shape[0])
+                               vocab, params["pos"].shape[0])
     return losses, cache
-
-
-def _halting_forward(source, states, params, halting_targets, valid, count, source_valid, config):
-    """L_exit and what its backward needs, for the three halting forms."""
-    xp = array_namespace(source)
-    n = config.n_layers
-    target = one_hot(halting_targets - 1, n, dtype=source.dtype)  # (B, T, N) or (B, N)
-    if config.halting == "token":  # q_t = softmax(h^1_t W_h + b_h)
-        z = xp.matmul(states[:, :, 0, :], params["halt.w"]) + params["halt.b"]  # (B, T, N)
-        log_q, sm = log_softmax_forward(z)
-        loss = -xp.sum(valid[..., None] * target * log_q) / count
-        return loss, (valid[..., None] * (sm.p - target) / count,)
-    if config.halting == "geometric":  # a^n_t = h^n_t . w_h + b_h, n < N
-        a = xp.squeeze(xp.matmul(states[:, :, :-1, :], params["halt.w"]), axis=-1) + params["halt.b"]  # (B, T, N-1)
-        loss = -xp.sum(valid[..., None] * target * geometric_log_q(a)) / count
-        return loss, (valid[..., None] * geometric_halting_grad(a, target) / count,)
-    # sequence: q(.|x) = softmax(MLP(mean of the valid source states))
-    keep = xp.astype(source_valid, source.dtype)[..., None]  # (B, S, 1)
-    n_src = xp.sum(keep, axis=1)  # (B, 1)
-    mean = xp.sum(source * keep, axis=1) / n_src  # (B, D)
-    hidden = xp.tanh(xp.matmul(mean, params["halt.w1"]) + params["halt.b1"])  # (B, Dh)
-    z = xp.matmul(hidden, params["halt.w2"]) + params["halt.b2"]  # (B, N)
-    log_q, sm = log_softmax_forward(z)
-    b = source.shape[0]
-    loss = -xp.sum(target * log_q) / b
-    return loss, ((sm.p - target) / b, mean, hidden, keep / n_src[:, None, :])
 
 
 def depth_adaptive_backward(dlosses: dict[str, Any], cache: DepthAdaptiveCache) -> tuple[Any, dict[str, Any]]:
@@ -211,10 +235,14 @@ def depth_adaptive_backward(dlosses: dict[str, Any], cache: DepthAdaptiveCache) 
     else:
         for i in range(config.n_layers):
             grads[f"exit{i + 1}.w"], grads[f"exit{i + 1}.b"] = dw[i, ...], db[i, ...]
-    dsource_halting, dstates = _halting_backward(d_exit, cache, dstates, grads, xp)
+    dsource = None
+    if cache.halting is not None:
+        halting = halting_backward(d_exit, cache.halting, detach=config.detach)
+        grads.update(halting.params)
+        dstates = dstates if halting.dstates is None else dstates + halting.dstates
+        dsource = halting.dsource
 
     g = dstates[:, :, -1, :]  # (B, T, D)
-    dsource = dsource_halting
     for n in range(config.n_layers, 0, -1):
         running = cache.run[n - 1]
         dfull = xp.where(running, g, xp.zeros_like(g))
@@ -230,40 +258,57 @@ def depth_adaptive_backward(dlosses: dict[str, Any], cache: DepthAdaptiveCache) 
     return dsource, grads
 
 
-def _halting_backward(d_exit, cache, dstates, grads, xp):
-    """Adds the halting parameters' gradients to ``grads``; returns (dsource or None, dstates)."""
-    config = cache.config
-    if config.halting is None:
-        return None, dstates
-    params = cache.halting_params
-    states = cache.states
-    if config.halting == "token":
-        dz = d_exit * cache.halting[0]  # (B, T, N)
-        h1 = states[:, :, 0, :]
-        grads["halt.w"] = xp.matmul(xp.matrix_transpose(xp.reshape(h1, (-1, h1.shape[-1]))),
-                                    xp.reshape(dz, (-1, dz.shape[-1])))  # (D, N)
-        grads["halt.b"] = xp.sum(dz, axis=(0, 1))
-        if not config.detach:
-            dh1 = xp.matmul(dz, xp.matrix_transpose(params["halt.w"]))  # (B, T, D)
-            dstates = xp.concat([dstates[:, :, :1, :] + dh1[:, :, None, :], dstates[:, :, 1:, :]], axis=2)
-        return None, dstates
-    if config.halting == "geometric":
-        da = d_exit * cache.halting[0]  # (B, T, N-1)
-        hk = states[:, :, :-1, :]  # (B, T, N-1, D)
-        grads["halt.w"] = xp.sum(hk * da[..., None], axis=(0, 1, 2))[:, None]  # (D, 1)
-        grads["halt.b"] = xp.reshape(xp.sum(da), (1,))
-        if not config.detach:
-            dhk = da[..., None] * xp.reshape(params["halt.w"], (-1,))  # (B, T, N-1, D)
-            dstates = xp.concat([dstates[:, :, :-1, :] + dhk, dstates[:, :, -1:, :]], axis=2)
-        return None, dstates
-    dz_unit, mean, hidden, weight = cache.halting
-    dz = d_exit * dz_unit  # (B, N)
-    grads["halt.w2"] = xp.matmul(xp.matrix_transpose(hidden), dz)
-    grads["halt.b2"] = xp.sum(dz, axis=0)
-    dpre = xp.matmul(dz, xp.matrix_transpose(params["halt.w2"])) * (1.0 - hidden * hidden)  # (B, Dh)
-    grads["halt.w1"] = xp.matmul(xp.matrix_transpose(mean), dpre)
-    grads["halt.b1"] = xp.sum(dpre, axis=0)
-    if config.detach:
-        return None, dstates
-    dmean = xp.matmul(dpre, xp.matrix_transpose(params["halt.w1"]))  # (B, D)
-    return dmean[:, None, :] * weight, dstates  # (B, S, D)
+def confidence_decode(source: Any, params: dict[str, Any], *, prev_tokens: Any, source_valid: Any,
+                      thresholds: Any, config: DepthAdaptiveConfig) -> tuple[Any, Any]:
+    """Confidence-threshold exits on a given prefix (teacher forcing; §2.3, no training of halting).
+
+    Runs the blocks one at a time; after block n < N a still-running token exits when
+    max_v p_n(v | h^n_t) > thresholds[n-1]; the rest exit at N. Exited tokens' states are copied upward,
+    exactly as the training forward does, so ``depth_adaptive_forward`` with the returned exits reproduces
+    the states. Returns exits (B, T) and the predicted tokens (B, T).
+    """
+    _check_inputs(source, params, prev_tokens, source_valid, config)
+    xp = array_namespace(source)
+    require_float("thresholds", thresholds)
+    require_finite("thresholds", thresholds)
+    require_shape("thresholds", thresholds, ["n_layers - 1"], [config.n_layers - 1])
+    n_layers, (b, t) = config.n_layers, prev_tokens.shape
+    h = _embed(params, prev_tokens)  # (B, T, D)
+    exits = xp.full((b, t), n_layers, dtype=xp.int64)
+    running = xp.ones((b, t), dtype=xp.bool)
+    prediction = xp.zeros((b, t), dtype=xp.int64)
+    for n in range(1, n_layers + 1):
+        full, _ = _block(h, source, params, n, source_valid, config)
+        h = xp.where(running[..., None], full, h)  # Eq. (2)
+        suffix = "" if config.shared_classifier else str(n)
+        p, _ = softmax_forward(xp.matmul(h, params[f"exit{suffix}.w"]) + params[f"exit{suffix}.b"])  # (B, T, V)
+        leave = running if n == n_layers else running & (xp.max(p, axis=-1) > thresholds[n - 1])
+        exits = xp.where(leave & (n < n_layers), xp.full_like(exits, n), exits)
+        prediction = xp.where(leave, xp.argmax(p, axis=-1), prediction)
+        running = running & ~leave
+    return exits, prediction
+
+
+def greedy_decode(source: Any, params: dict[str, Any], *, bos: int, steps: int, source_valid: Any,
+                  thresholds: Any, config: DepthAdaptiveConfig) -> tuple[Any, Any]:
+    """Greedy autoregressive decoding with confidence-threshold exits (§2.3, the paper's use of the exits).
+
+    Step t feeds [bos, y_1 .. y_{t-1}], runs :func:`confidence_decode` on that prefix and emits the argmax of
+    the last position's exit. By causality the earlier positions' states and exits are those of the steps that
+    made them (an exited token's copied state is what later tokens attend to). No end-of-sequence stop.
+    Returns tokens (B, steps) and exits (B, steps).
+    """
+    xp = array_namespace(source)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= params["pos"].shape[0]:
+        raise ValueError(f"steps must be an integer in [1, {params['pos'].shape[0]}] (rows of params['pos']), "
+                         f"got {steps!r}")
+    vocab = params["embed"].shape[0]
+    if isinstance(bos, bool) or not isinstance(bos, int) or not 0 <= bos < vocab:
+        raise ValueError(f"bos must be a token id in [0, {vocab}), got {bos!r}")
+    prefix = xp.full((source.shape[0], 1), bos, dtype=xp.int64)  # (B, 1)
+    for step in range(steps):
+        exits, prediction = confidence_decode(source, params, prev_tokens=prefix, source_valid=source_valid,
+                                              thresholds=thresholds, config=config)  # (B, step + 1)
+        if step + 1 < steps:
+            prefix = xp.concat([prefix, prediction[:, -1:]], axis=1)
+    return prediction, exits

@@ -35,11 +35,32 @@ correctness of the argmax ("correctness-based").
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..backend import array_namespace
+from ..backend import array_namespace, one_hot
+from ..nn.softmax import log_softmax_forward
 
-__all__ = ["log_sigmoid", "geometric_log_q", "geometric_halting_grad", "oracle_depths", "first_exit"]
+__all__ = ["log_sigmoid", "geometric_log_q", "geometric_halting_grad", "oracle_depths", "first_exit", "exit_scores",
+           "HALTING_KINDS", "HaltingCache", "HaltingGrads", "halting_forward", "halting_backward"]
+
+HALTING_KINDS = ("token", "geometric", "sequence")
+
+
+class HaltingCache(NamedTuple):
+    """What the halting backward needs; the same fields for every kind (unused ones are None)."""
+
+    kind: str  # "token", "geometric" or "sequence"
+    dz_unit: Any  # dL_exit/dz for dL_exit = 1: (B, T, N) token, (B, T, N-1) geometric, (B, N) sequence
+    features: Any  # what z reads: h^1 (B, T, D) token, h^1..h^{N-1} (B, T, N-1, D) geometric, mean (B, D) sequence
+    hidden: Any | None  # (B, Dh) tanh layer of the sequence MLP, else None
+    source_weight: Any | None  # (B, S, 1) 1 / n_valid on valid source rows (sequence), else None
+    params: dict[str, Any]  # the halt.* parameters
+
+
+class HaltingGrads(NamedTuple):
+    params: dict[str, Any]  # gradients of the halt.* parameters
+    dstates: Any | None  # (B, T, N, D) to add to the decoder states' gradient, or None (detach / sequence)
+    dsource: Any | None  # (B, S, D) to add to the source's gradient, or None
 
 
 def log_sigmoid(a: Any) -> Any:
@@ -104,37 +125,76 @@ def first_exit(signal: Any, thresholds: Any) -> Any:
     return xp.where(fired, xp.argmax(exceed, axis=-1) + 1, xp.full(fired.shape, n, dtype=xp.int64))
 
 
-def confidence_decode(source: Any, params: dict[str, Any], *, prev_tokens: Any, source_valid: Any,
-                      thresholds: Any, config: Any) -> tuple[Any, Any]:
-    """Confidence-threshold exits at inference (§2.3 of the paper, no training of halting).
+def exit_scores(p: Any, targets: Any, *, kind: str = "likelihood") -> Any:
+    """Per-token, per-exit scores (B, T, N) for the oracles: log p_n(y_t), or 1[argmax p_n = y_t]."""
+    xp = array_namespace(p)
+    hot = xp.astype(targets[..., None, None] == xp.arange(p.shape[-1]), p.dtype)  # (B, T, 1, V)
+    if kind == "likelihood":
+        return xp.log(xp.sum(hot * p, axis=-1))
+    if kind == "correctness":
+        return xp.astype(xp.argmax(p, axis=-1) == targets[..., None], p.dtype)
+    raise ValueError(f"kind must be 'likelihood' or 'correctness', got {kind!r}")
 
-    Runs the blocks one at a time; after block n < N a still-running token exits
-    when max_v p_n(v | h^n_t) > thresholds[n-1]; the rest exit at N. Exited
-    tokens' states are copied upward, exactly as the training forward does, so
-    ``depth_adaptive_forward`` with the returned exits reproduces the states.
-    Returns exits (B, T) and the predicted tokens (B, T).
-    """
-    from ..nn.attention import causal_mask, padding_mask
-    from ..nn.decoder_layer import decoder_layer_forward
-    from ..nn.softmax import softmax_forward
-    from .depth_adaptive import block_params
 
-    xp = array_namespace(source)
-    n_layers, (b, t) = config.n_layers, prev_tokens.shape
-    h = xp.reshape(xp.take(params["embed"], xp.reshape(prev_tokens, (-1,)), axis=0), (b, t, -1))
-    h = h + params["pos"][:t, :]  # (B, T, D)
-    self_mask, cross_mask = causal_mask(t, xp=xp), padding_mask(source_valid)
-    exits = xp.full((b, t), n_layers, dtype=xp.int64)
-    running = xp.ones((b, t), dtype=xp.bool)
-    prediction = xp.zeros((b, t), dtype=xp.int64)
-    for n in range(1, n_layers + 1):
-        full, _ = decoder_layer_forward(h, source, block_params(params, n), n_heads=config.n_heads,
-                                        self_mask=self_mask, cross_mask=cross_mask, activation=config.activation)
-        h = xp.where(running[..., None], full, h)
-        suffix = "" if config.shared_classifier else str(n)
-        p, _ = softmax_forward(xp.matmul(h, params[f"exit{suffix}.w"]) + params[f"exit{suffix}.b"])  # (B, T, V)
-        leave = running if n == n_layers else running & (xp.max(p, axis=-1) > thresholds[n - 1])
-        exits = xp.where(leave & (n < n_layers), xp.full_like(exits, n), exits)
-        prediction = xp.where(leave, xp.argmax(p, axis=-1), prediction)
-        running = running & ~leave
-    return exits, prediction
+def halting_forward(kind: str, states: Any, source: Any, source_valid: Any, params: dict[str, Any],
+                    halting_targets: Any, valid: Any, count: Any) -> tuple[Any, HaltingCache]:
+    """L_exit (Eq. 4-6) and its cache. states (B, T, N, D) h^1..h^N; valid (B, T) float; count () = N_valid."""
+    xp = array_namespace(states)
+    n = states.shape[2]
+    target = one_hot(halting_targets - 1, n, dtype=states.dtype)  # (B, T, N) or (B, N)
+    halt = {k: v for k, v in params.items() if k.startswith("halt.")}
+    if kind == "token":  # q_t = softmax(h^1_t W_h + b_h)
+        h1 = states[:, :, 0, :]  # (B, T, D)
+        log_q, sm = log_softmax_forward(xp.matmul(h1, halt["halt.w"]) + halt["halt.b"])  # (B, T, N)
+        loss = -xp.sum(valid[..., None] * target * log_q) / count  # Eq. (4)
+        return loss, HaltingCache(kind, valid[..., None] * (sm.p - target) / count, h1, None, None, halt)
+    if kind == "geometric":  # a^n_t = h^n_t . w_h + b_h, n < N
+        hk = states[:, :, :-1, :]  # (B, T, N-1, D)
+        a = xp.squeeze(xp.matmul(hk, halt["halt.w"]), axis=-1) + halt["halt.b"]  # (B, T, N-1)
+        loss = -xp.sum(valid[..., None] * target * geometric_log_q(a)) / count  # Eq. (5)
+        dz = valid[..., None] * geometric_halting_grad(a, target) / count
+        return loss, HaltingCache(kind, dz, hk, None, None, halt)
+    if kind != "sequence":
+        raise ValueError(f"halting must be one of {HALTING_KINDS}, got {kind!r}")
+    keep = xp.astype(source_valid, source.dtype)[..., None]  # (B, S, 1)
+    n_src = xp.sum(keep, axis=1)  # (B, 1)
+    mean = xp.sum(source * keep, axis=1) / n_src  # (B, D) mean of the valid source states
+    hidden = xp.tanh(xp.matmul(mean, halt["halt.w1"]) + halt["halt.b1"])  # (B, Dh)
+    log_q, sm = log_softmax_forward(xp.matmul(hidden, halt["halt.w2"]) + halt["halt.b2"])  # (B, N)
+    b = source.shape[0]
+    loss = -xp.sum(target * log_q) / b  # Eq. (6)
+    return loss, HaltingCache(kind, (sm.p - target) / b, mean, hidden, keep / n_src[:, None, :], halt)
+
+
+def halting_backward(d_exit: Any, cache: HaltingCache, *, detach: bool = False) -> HaltingGrads:
+    """Pure: the halt.* gradients and the contributions to dstates / dsource (None where nothing flows)."""
+    xp = array_namespace(cache.dz_unit)
+    p = cache.params
+    dz = d_exit * cache.dz_unit
+    if cache.kind == "token":
+        h1 = cache.features  # (B, T, D)
+        grads = {"halt.w": xp.matmul(xp.matrix_transpose(xp.reshape(h1, (-1, h1.shape[-1]))),
+                                     xp.reshape(dz, (-1, dz.shape[-1]))),  # (D, N)
+                 "halt.b": xp.sum(dz, axis=(0, 1))}
+        if detach:
+            return HaltingGrads(grads, None, None)
+        dh1 = xp.matmul(dz, xp.matrix_transpose(p["halt.w"]))[:, :, None, :]  # (B, T, 1, D)
+        n = dz.shape[-1]
+        zeros = xp.zeros((*dh1.shape[:2], n - 1, dh1.shape[-1]), dtype=dh1.dtype)
+        return HaltingGrads(grads, xp.concat([dh1, zeros], axis=2), None)  # (B, T, N, D)
+    if cache.kind == "geometric":
+        hk = cache.features  # (B, T, N-1, D)
+        grads = {"halt.w": xp.sum(hk * dz[..., None], axis=(0, 1, 2))[:, None],  # (D, 1)
+                 "halt.b": xp.reshape(xp.sum(dz), (1,))}
+        if detach:
+            return HaltingGrads(grads, None, None)
+        dhk = dz[..., None] * xp.reshape(p["halt.w"], (-1,))  # (B, T, N-1, D)
+        return HaltingGrads(grads, xp.concat([dhk, xp.zeros_like(dhk[:, :, :1, :])], axis=2), None)
+    mean, hidden = cache.features, cache.hidden
+    dpre = xp.matmul(dz, xp.matrix_transpose(p["halt.w2"])) * (1.0 - hidden * hidden)  # (B, Dh)
+    grads = {"halt.w2": xp.matmul(xp.matrix_transpose(hidden), dz), "halt.b2": xp.sum(dz, axis=0),
+             "halt.w1": xp.matmul(xp.matrix_transpose(mean), dpre), "halt.b1": xp.sum(dpre, axis=0)}
+    if detach:
+        return HaltingGrads(grads, None, None)
+    dmean = xp.matmul(dpre, xp.matrix_transpose(p["halt.w1"]))  # (B, D)
+    return HaltingGrads(grads, None, dmean[:, None, :] * cache.source_weight)  # (B, S, D)
