@@ -1,17 +1,13 @@
-"""ELECTRA's two heads against HuggingFace ``ElectraForMaskedLM`` (generator) and ``ElectraForPreTraining``
-(discriminator), given the same weights (optional: skipped when transformers is absent).
+"""The ELECTRA sub-models against HuggingFace ``ElectraForMaskedLM`` (``objectives.electra.generator``) and
+``ElectraForPreTraining`` (``objectives.electra.discriminator``) with the same weights, float64, at non-default
+sizes (optional: skipped when transformers is absent).
 
-HF builds neither the sampling nor the lambda-weighted sum, so each network is compared alone: the
-generator's MLM loss and its gradients (the tied word embedding gets its input and output parts), and
-the discriminator's loss on the oracle's corrupted sequence and labels and its gradients. Settings: dropout
-off, eager attention, ``hidden_act="gelu_new"`` (the tanh GELU of the authors' code), LayerNorm eps 1e-5,
-zero token-type embeddings, ``pad_token_id=None`` (HF's ``padding_idx`` would zero row 0's input gradient).
-
-Findings: (1) HF's ``ElectraForPreTraining`` casts the labels with ``.float()``, so its loss is float32-exact
-only (3e-8 relative here); the float64 comparison applies HF's own rule (BCE-with-logits over positions with
-``attention_mask == 1``) to HF's float64 logits. (2) HF's ``ElectraGeneratorPredictions`` hard-codes ``get_activation("gelu")`` (exact erf GELU)
-whatever ``hidden_act`` says, while the authors' TF head uses the configured activation; the oracle
-therefore runs with ``gen_head_activation="gelu"`` here.
+HF's documented departures are the oracle's named options, applied to the oracle side (transformers 4.57.6,
+``models/electra/modeling_electra.py``): ``padding_idx`` (l.137, HF's ``pad_token_id=0`` drops [PAD]'s
+input-embedding gradient), ``gen_head_activation="gelu"`` (l.625, the generator head's exact GELU whatever
+``hidden_act`` says) and ``hf_label_cast`` (l.1102, ``labels.float()`` makes the loss a float32 value).
+With them, outputs and every parameter gradient agree to 1e-10; without ``padding_idx`` the [PAD] row differs.
+Settings: dropout off, eager attention, zero token-type embeddings.
 """
 
 from __future__ import annotations
@@ -19,9 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reference.backend import namespace, to_numpy
-from reference.objectives import electra_example as ex
-from reference.objectives.electra import electra_backward, electra_forward
+from reference.backend import to_numpy
 from reference.registry import get
 
 transformers = pytest.importorskip("transformers")
@@ -30,29 +24,40 @@ torch = pytest.importorskip("torch")
 LAYER = {"w_q": "attention.self.query", "w_k": "attention.self.key", "w_v": "attention.self.value",
          "w_o": "attention.output.dense", "w_1": "intermediate.dense", "w_2": "output.dense"}
 NORMS = {"ln1": "attention.output.LayerNorm", "ln2": "output.LayerNorm"}
+HF_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
+#: Non-default sizes: two layers, E < H in both networks, several heads.
+SIZES = {"batch": 3, "seq_len": 9, "vocab": 13, "width": 4, "d_gen": 6, "n_heads_gen": 2, "ff_gen": 7,
+         "d_disc": 10, "n_heads_disc": 5, "ff_disc": 11, "n_layers": 2, "n_padded": 3, "padding_idx": 0}
 
 
-def _mapping(prefix: str) -> dict[str, tuple[str, bool]]:
+def _mapping(prefix: str, n_layers: int, project: bool) -> dict[str, tuple[str, bool]]:
     """oracle name -> (HF parameter name, transpose)."""
     m = {"tok": ("electra.embeddings.word_embeddings.weight", False),
          "pos": ("electra.embeddings.position_embeddings.weight", False),
          "emb_ln_gamma": ("electra.embeddings.LayerNorm.weight", False),
          "emb_ln_beta": ("electra.embeddings.LayerNorm.bias", False)}
-    for ours, theirs in LAYER.items():
-        m[f"{prefix}layer0_{ours}"] = (f"electra.encoder.layer.0.{theirs}.weight", True)
-        m[f"{prefix}layer0_b_{ours[2:]}"] = (f"electra.encoder.layer.0.{theirs}.bias", False)
-    for ours, theirs in NORMS.items():
-        m[f"{prefix}layer0_{ours}_gamma"] = (f"electra.encoder.layer.0.{theirs}.weight", False)
-        m[f"{prefix}layer0_{ours}_beta"] = (f"electra.encoder.layer.0.{theirs}.bias", False)
+    if project:
+        m[prefix + "proj_w"] = ("electra.embeddings_project.weight", True)
+        m[prefix + "proj_b"] = ("electra.embeddings_project.bias", False)
+    for layer in range(n_layers):
+        base = f"electra.encoder.layer.{layer}."
+        for ours, theirs in LAYER.items():
+            m[f"{prefix}layer{layer}_{ours}"] = (base + theirs + ".weight", True)
+            m[f"{prefix}layer{layer}_b_{ours[2:]}"] = (base + theirs + ".bias", False)
+        for ours, theirs in NORMS.items():
+            m[f"{prefix}layer{layer}_{ours}_gamma"] = (base + theirs + ".weight", False)
+            m[f"{prefix}layer{layer}_{ours}_beta"] = (base + theirs + ".bias", False)
     return m
 
 
-def _config(hidden: int, heads: int, ff: int):
-    return transformers.ElectraConfig(vocab_size=ex.V, embedding_size=ex.E, hidden_size=hidden, num_hidden_layers=1,
-                                      num_attention_heads=heads, intermediate_size=ff, hidden_act="gelu_new",
-                                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                                      max_position_embeddings=ex.T + 1, type_vocab_size=1, layer_norm_eps=1e-5,
-                                      pad_token_id=None, attn_implementation="eager")
+def _model(cls, c, hidden: int, heads: int, ff: int):
+    config = transformers.ElectraConfig(
+        vocab_size=c.vocab, embedding_size=c.width, hidden_size=hidden, num_hidden_layers=c.n_layers,
+        num_attention_heads=heads, intermediate_size=ff, hidden_act=HF_ACT[c.activation], hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, max_position_embeddings=c.seq_len + 2, type_vocab_size=1,
+        layer_norm_eps=c.eps, pad_token_id=0, attn_implementation="eager")
+    torch.manual_seed(0)
+    return cls(config).double().eval()
 
 
 def _load(model, params: dict, mapping: dict) -> dict:
@@ -68,9 +73,11 @@ def _load(model, params: dict, mapping: dict) -> dict:
     return dict(model.named_parameters())
 
 
-def _compare(name: str, ours: dict, theirs_params: dict, mapping: dict) -> float:
+def _compare(name: str, ours: dict, theirs_params: dict, mapping: dict, skip: tuple[str, ...] = ()) -> float:
     worst = 0.0
     for key, (theirs, transpose) in mapping.items():
+        if key in skip:
+            continue
         g = theirs_params[theirs].grad
         g = np.zeros(tuple(theirs_params[theirs].shape)) if g is None else g.numpy()
         g = g.T if transpose else g
@@ -81,56 +88,66 @@ def _compare(name: str, ours: dict, theirs_params: dict, mapping: dict) -> float
     return worst
 
 
-def test_generator_and_discriminator_match_huggingface() -> None:
-    xp = namespace("numpy")
-    case = get("objectives.electra").example(0, xp.float64, xp)
-    p, s = case.params, case.static
-    out, cache = electra_forward(s["ids"], s["pad"], s["masked"], s["generator_ids"], s["gumbel"], p,
-                                 n_heads_gen=ex.HEADS_GEN, n_heads_disc=ex.HEADS_DISC, gen_head_activation="gelu")
-    one, zero = xp.asarray(1.0, dtype=xp.float64), xp.asarray(0.0, dtype=xp.float64)
-    gen_grads = electra_backward(zero, cache, dmlm_loss=one)
-    disc_grads = electra_backward(zero, cache, ddisc_loss=one)
-    ids = torch.from_numpy(to_numpy(s["ids"]))
-    pad = torch.from_numpy(to_numpy(s["pad"])).long()
-    masked = torch.from_numpy(to_numpy(s["masked"]))
+def _run(name: str, config: dict):
+    mech = get(name)
+    case = mech.example(0, config=config)
+    outputs, cache = mech.forward(case)
+    cot = {k: np.random.default_rng(1).standard_normal(np.shape(v)) if np.ndim(v) else np.float64(1.0)
+           for k, v in outputs.items()}
+    return case, outputs, cot, mech.backward(cache, cot)
 
-    # Generator: ElectraForMaskedLM on x^masked, labels at masked positions.
-    torch.manual_seed(0)
-    gen = transformers.ElectraForMaskedLM(_config(ex.HG, ex.HEADS_GEN, ex.FG)).double().eval()
-    gen_map = {**_mapping("gen_"), "gen_proj_w": ("electra.embeddings_project.weight", True),
-               "gen_proj_b": ("electra.embeddings_project.bias", False),
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])
+def test_generator_matches_electra_for_masked_lm(activation: str) -> None:
+    """Loss, logits and every gradient (a random cotangent on the logits, padded positions included)."""
+    config = {**SIZES, "activation": activation, "gen_head_activation": "gelu"}
+    case, out, cot, grads = _run("objectives.electra.generator", config)
+    c, s = case.config, case.static
+    model = _model(transformers.ElectraForMaskedLM, c, c.d_gen, c.n_heads_gen, c.ff_gen)
+    mapping = {**_mapping("gen_", c.n_layers, c.width != c.d_gen),
                "gen_head_w": ("generator_predictions.dense.weight", True),
                "gen_head_b": ("generator_predictions.dense.bias", False),
                "gen_head_ln_gamma": ("generator_predictions.LayerNorm.weight", False),
                "gen_head_ln_beta": ("generator_predictions.LayerNorm.bias", False),
                "gen_out_bias": ("generator_lm_head.bias", False)}
-    named = _load(gen, p, gen_map)
-    assert gen.generator_lm_head.weight.data_ptr() == gen.electra.embeddings.word_embeddings.weight.data_ptr(), \
-        "HF's generator output projection should be tied to the word embeddings"
-    labels = torch.where(masked, ids, torch.full_like(ids, -100))
-    result = gen(input_ids=torch.from_numpy(to_numpy(s["generator_ids"])), attention_mask=pad, labels=labels)
-    assert abs(result.loss.item() - float(out.mlm_loss)) <= 1e-12 * abs(float(out.mlm_loss)), \
-        f"MLM loss: HF {result.loss.item()!r}, oracle {float(out.mlm_loss)!r}"
-    result.loss.backward()
-    worst_gen = _compare("generator", gen_grads, named, gen_map)
+    named = _load(model, case.params, mapping)
+    ids, masked = (torch.from_numpy(to_numpy(s[k])) for k in ("ids", "masked"))
+    result = model(input_ids=torch.from_numpy(to_numpy(s["generator_ids"])),
+                   attention_mask=torch.from_numpy(to_numpy(s["pad"])).long(),
+                   labels=torch.where(masked, ids, torch.full_like(ids, -100)))
+    assert abs(result.loss.item() - float(out["mlm_loss"])) <= 1e-12 * abs(float(out["mlm_loss"]))
+    assert np.max(np.abs(result.logits.detach().numpy() - to_numpy(out["logits"]))) < 1e-10
+    (result.loss + (result.logits * torch.from_numpy(cot["logits"])).sum()).backward()
+    worst = _compare("generator", grads, named, mapping)
+    print(f"HF ElectraForMaskedLM ({activation}, 2 layers): gradients within {worst:.1e}")
 
-    # Discriminator: ElectraForPreTraining on the oracle's corrupted sequence and labels.
-    disc = transformers.ElectraForPreTraining(_config(ex.HD, ex.HEADS_DISC, ex.FD)).double().eval()
-    disc_map = {**_mapping("disc_"), "disc_head_w": ("discriminator_predictions.dense.weight", True),
-                "disc_head_b": ("discriminator_predictions.dense.bias", False),
-                "disc_cls_w": ("discriminator_predictions.dense_prediction.weight", True),
-                "disc_cls_b": ("discriminator_predictions.dense_prediction.bias", False)}
-    named = _load(disc, p, disc_map)
-    corrupted, labels = torch.from_numpy(to_numpy(out.corrupted)), torch.from_numpy(to_numpy(out.labels))
-    hf_loss = disc(input_ids=corrupted, attention_mask=pad, labels=labels).loss
-    # HF casts the labels with .float() (float32), so its own loss is only float32-exact (finding).
-    assert abs(hf_loss.item() - float(out.disc_loss)) <= 1e-6 * abs(float(out.disc_loss)), \
-        f"discriminator loss: HF {hf_loss.item()!r}, oracle {float(out.disc_loss)!r}"
-    logits = disc(input_ids=corrupted, attention_mask=pad).logits  # (B, T) float64
-    active = pad == 1  # HF's rule: positions with attention_mask == 1, labels in float64 here
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[active], labels[active].double())
-    assert abs(loss.item() - float(out.disc_loss)) <= 1e-12 * abs(float(out.disc_loss)), \
-        f"discriminator loss on HF logits: {loss.item()!r}, oracle {float(out.disc_loss)!r}"
-    loss.backward()
-    worst_disc = _compare("discriminator", disc_grads, named, disc_map)
-    print(f"HF ELECTRA: generator grads within {worst_gen:.1e}, discriminator grads within {worst_disc:.1e}")
+
+def test_discriminator_matches_electra_for_pretraining_with_the_label_cast() -> None:
+    config = {**SIZES, "hf_label_cast": True}
+    case, out, cot, grads = _run("objectives.electra.discriminator", config)
+    c, s = case.config, case.static
+    model = _model(transformers.ElectraForPreTraining, c, c.d_disc, c.n_heads_disc, c.ff_disc)
+    mapping = {**_mapping("disc_", c.n_layers, c.width != c.d_disc),
+               "disc_head_w": ("discriminator_predictions.dense.weight", True),
+               "disc_head_b": ("discriminator_predictions.dense.bias", False),
+               "disc_cls_w": ("discriminator_predictions.dense_prediction.weight", True),
+               "disc_cls_b": ("discriminator_predictions.dense_prediction.bias", False)}
+    named = _load(model, case.params, mapping)
+    result = model(input_ids=torch.from_numpy(to_numpy(s["corrupted"])),
+                   attention_mask=torch.from_numpy(to_numpy(s["pad"])).long(),
+                   labels=torch.from_numpy(to_numpy(s["labels"])))
+    assert result.loss.dtype == torch.float32, "HF's loss is float32 (labels.float())"
+    assert result.loss.item() == float(out["disc_loss"]), (result.loss.item(), float(out["disc_loss"]))
+    assert np.max(np.abs(result.logits.detach().numpy() - to_numpy(out["scores"]))) < 1e-10
+    (result.loss + (result.logits * torch.from_numpy(cot["scores"])).sum()).backward()
+    worst = _compare("discriminator", grads, named, mapping)
+    print(f"HF ElectraForPreTraining (2 layers, label cast): gradients within {worst:.1e}")
+
+
+def test_without_padding_idx_only_the_pad_row_differs() -> None:
+    """The departure is real: without the option the oracle's [PAD] row keeps the lookup gradient HF drops."""
+    config = {**SIZES, "gen_head_activation": "gelu"}
+    _, _, _, with_option = _run("objectives.electra.generator", config)
+    _, _, _, without = _run("objectives.electra.generator", {**config, "padding_idx": -1})
+    diff = np.abs(to_numpy(with_option["tok"]) - to_numpy(without["tok"]))
+    assert np.all(diff[1:] == 0) and np.max(diff[0]) > 1e-6
