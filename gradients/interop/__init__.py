@@ -1,0 +1,1 @@
+"""Third-party modules against the oracle in one call: :mod:`.huggingface` (transformers) and :mod:`.lucidrains`."""

@@ -1,0 +1,402 @@
+"""HuggingFace ``transformers`` modules against the oracle in one call.
+
+::
+
+    from transformers import ReformerConfig
+    from transformers.models.reformer.modeling_reformer import LSHSelfAttention
+    from gradients.interop.huggingface import compare_module
+
+    module = LSHSelfAttention(ReformerConfig(num_attention_heads=2, attention_head_size=32, hidden_size=64,
+                                             num_hashes=4, num_buckets=8, lsh_attn_chunk_length=32,
+                                             lsh_num_chunks_after=0, hash_seed=0)).double().eval()
+    print(compare_module(module, seq_len=256).table())
+
+:func:`compare_module` reads the mechanism and its configuration from the
+module's own ``config`` (sizes, switches), runs the oracle with the module's own
+weights (:func:`state_dict_to_oracle`) and its own randomness, runs the module
+on the oracle's inputs with :func:`torch.func.functional_call` on tensors made
+from the oracle's parameters (:func:`oracle_to_state_dict`, differentiable, so
+autograd's gradients reach every parameter of the module), and returns
+:func:`gradients.compare.compare_torch`'s report: outputs, every parameter's
+gradient (rows ``grads.KEY (hf.parameter.name)``) and the intermediates the module
+exposes, in forward order.
+
+Supported (transformers 4.57.6, the version the test extra pins):
+
+* ``LSHSelfAttention`` -> ``attention.lsh``. The module stops before
+  ``ReformerAttention``'s output projection, so the oracle's ``w_o`` is applied
+  after it (its gradient row is the comparison's own leaf). Randomness: with
+  ``config.hash_seed`` set, HF's rotations are reproduced
+  (``torch.manual_seed(hash_seed)`` then ``torch.randn((H, d_head, R, nb/2))``,
+  modeling_reformer.py l.742-748) and the module hashes itself, its buckets and
+  sort permutation compared as intermediates; with ``hash_seed=None`` the
+  buckets of a first forward are captured from the module's ``_hash_vectors``
+  and passed back as ``buckets=``.
+* ``AlbertModel`` -> ``architecture.albert.encoder`` and ``AlbertForPreTraining``
+  -> ``architecture.albert``, with ``num_hidden_groups = 1`` (sharing "all") or
+  ``= num_hidden_layers`` (sharing "none") and ``inner_group_num = 1``: the groupings
+  of HF that are one of the paper's sharing modes.
+* ``ElectraForPreTraining`` -> ``objectives.electra.discriminator`` and
+  ``ElectraForMaskedLM`` -> ``objectives.electra.generator``.
+
+Known departures of HF from the paper (:data:`DEPARTURES`) are named switches
+applied to the oracle's side, all on by default; ``departures={"name": False}``
+turns one off. The report's notes list those applied, so a pass means "equal up
+to these departures" and a failure is a real difference. When a comparison
+fails, every square weight is tried transposed (``diagnose=True``): a weight
+whose transpose makes the comparison pass is named in the notes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from reference.registry import Case, Mechanism, get
+
+from ..compare import ComparisonReport, compare_torch, user_case
+
+__all__ = ["DEPARTURES", "Departure", "compare_module", "parameter_map", "state_dict_to_oracle",
+           "oracle_to_state_dict", "supported"]
+
+
+@dataclass(frozen=True)
+class Departure:
+    """A documented difference between a library and the paper, applied to the oracle's side when on."""
+
+    name: str
+    doc: str
+    #: Configuration fields the departure sets on the oracle.
+    config: Mapping[str, Any] = field(default_factory=dict)
+    #: (module, oracle gradients) -> oracle gradients, for a departure that is no configuration field.
+    grads: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
+
+
+def _zero_padding_row(module: Any, grads: dict[str, Any]) -> dict[str, Any]:
+    row = _pad_id(module)
+    tok = np.array(grads["tok"], copy=True)
+    tok[row] = 0.0
+    return {**grads, "tok": tok}
+
+
+def _pad_id(module: Any) -> int | None:
+    emb = _base(module).embeddings.word_embeddings
+    return emb.padding_idx
+
+
+DEPARTURES: dict[str, Departure] = {
+    "attend_across_buckets": Departure(
+        "attend_across_buckets", "HF attends to the whole window, other buckets included: its _attend masks only "
+        "causality, padding and the query itself (modeling_reformer.py l.830-915)",
+        {"attend_across_buckets": True}),
+    "no_duplicate_correction": Departure(
+        "no_duplicate_correction", "HF does not subtract log N_ij for a key met in several rounds "
+        "(modeling_reformer.py l.915: plain logsumexp of the window)", {"duplicate_correction": False}),
+    "padding_idx": Departure(
+        "padding_idx", "HF's word embedding is nn.Embedding(..., padding_idx=pad_token_id) (modeling_albert.py "
+        "l.183, modeling_electra.py l.137): that token's row gets no gradient", grads=_zero_padding_row),
+    "hf_label_cast": Departure(
+        "hf_label_cast", "HF's ElectraForPreTraining casts the labels with .float() (modeling_electra.py l.1102): "
+        "its loss is float32-rounded", {"hf_label_cast": True}),
+    "gelu_generator_head": Departure(
+        "gelu_generator_head", "HF's ElectraGeneratorPredictions uses the exact GELU whatever hidden_act says "
+        "(modeling_electra.py l.625)", {"gen_head_activation": "gelu"}),
+}
+
+
+# ------------------------------------------------------------------------------------------------- adapters
+
+@dataclass(frozen=True)
+class _Adapter:
+    """How one module class maps onto one registered mechanism."""
+
+    mechanism: str
+    #: module -> {oracle key: (HF parameter name, stored transposed)}
+    parameters: Callable[[Any], dict[str, tuple[str, bool]]]
+    #: (module, seq_len, batch) -> the oracle's configuration fields (departures excluded)
+    config: Callable[[Any, int, int], dict[str, Any]]
+    #: module -> the departures that apply to it
+    departures: Callable[[Any], tuple[str, ...]]
+    #: (module, case) -> (static overrides, run options, notes)
+    prepare: Callable[[Any, Case], tuple[dict[str, Any], dict[str, Any], list[str]]]
+    #: (module, state, inputs, params, static, options) -> outputs (and "intermediates")
+    run: Callable[..., dict[str, Any]]
+    #: oracle keys that are no parameter of the module -> why
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _call(module: Any, state: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+    return _torch().func.functional_call(module, dict(state), args, kwargs)
+
+
+# --- LSHSelfAttention
+
+def _lsh_parameters(module: Any) -> dict[str, tuple[str, bool]]:
+    return {"w_qk": ("query_key.weight", True), "w_v": ("value.weight", True)}  # nn.Linear stores W^T
+
+
+def _lsh_config(module: Any, seq_len: int, batch: int) -> dict[str, Any]:
+    c = module.config
+    if not isinstance(c.num_buckets, int):
+        raise ValueError(f"config.num_buckets must be one int (the oracle has no factorised buckets), got "
+                         f"{c.num_buckets!r}")
+    if (c.lsh_num_chunks_before, c.lsh_num_chunks_after) != (1, 0):
+        raise ValueError(f"the oracle's window is a chunk and the one before: config.lsh_num_chunks_before must be 1 "
+                         f"and config.lsh_num_chunks_after 0, got {c.lsh_num_chunks_before} and "
+                         f"{c.lsh_num_chunks_after}")
+    if seq_len <= c.lsh_attn_chunk_length:
+        raise ValueError(f"seq_len={seq_len} <= config.lsh_attn_chunk_length={c.lsh_attn_chunk_length}: HF then "
+                         f"runs standard self-attention without hashing (modeling_reformer.py l.567); use a longer "
+                         f"sequence")
+    return {"batch": batch, "seq_len": seq_len, "d_model": c.hidden_size, "n_heads": c.num_attention_heads,
+            "d_k": c.attention_head_size, "d_v": c.attention_head_size, "n_hashes": c.num_hashes,
+            "n_buckets": c.num_buckets, "chunk_len": c.lsh_attn_chunk_length, "causal": bool(c.is_decoder),
+            "hash_margin": 0.0, "stable_rounds": True}
+
+
+def hf_rotations(module: Any) -> Any:
+    """HF's rotations under ``config.hash_seed``, (H, d_head, R, nb/2), drawn as its ``_hash_vectors`` draws them
+    (modeling_reformer.py l.742-748); the global torch RNG is restored afterwards."""
+    torch = _torch()
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(module.hash_seed)
+        dtype = module.query_key.weight.dtype
+        return torch.randn((module.num_attention_heads, module.attention_head_size, module.num_hashes,
+                            module.num_buckets // 2), dtype=dtype)
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def _unoffset(offset_buckets: Any, module: Any, batch: int, seq_len: int) -> Any:
+    """HF's (B, H, R L) buckets with round offsets r nb -> the oracle's (B, H, R, L)."""
+    torch = _torch()
+    r = module.num_hashes
+    b = offset_buckets.reshape(batch, module.num_attention_heads, r, seq_len)  # (B, H, R, L)
+    return b - module.num_buckets * torch.arange(r).reshape(1, 1, r, 1)
+
+
+def _lsh_prepare(module: Any, case: Case) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    from reference.attention.lsh import lsh_hash, project_queries
+
+    c = case.config
+    x, w_qk = case.inputs["x"], case.params["w_qk"]
+    if module.hash_seed is not None:
+        rot = hf_rotations(module).detach().double().numpy()  # (H, d_head, R, nb/2)
+        rotations = np.broadcast_to(rot[None], (c.batch,) + rot.shape)  # (B, H, d_head, R, nb/2): one for all B
+        buckets = lsh_hash(project_queries(x, w_qk, c.n_heads), rotations)  # (B, H, R, L)
+        return ({"rotations": rotations, "buckets": buckets}, {"given_buckets": None},
+                [f"HF's rotations reproduced from hash_seed={module.hash_seed}; the module hashed itself"])
+    torch = _torch()
+    seen: dict[str, Any] = {}
+    with torch.no_grad(), _hooked(module, "_hash_vectors", seen, "buckets"):
+        state = oracle_to_state_dict({"w_qk": torch.from_numpy(np.asarray(w_qk))}, module)
+        _call(module, state, torch.from_numpy(np.asarray(x)).to(module.query_key.weight.dtype))
+    given = seen["buckets"]
+    buckets = _unoffset(given, module, c.batch, c.seq_len).numpy()
+    return ({"buckets": buckets}, {"given_buckets": given},
+            ["hash_seed is None: the module's buckets were captured from a first forward (its _hash_vectors) and "
+             "passed back as buckets=; HF's hashing itself is not compared"])
+
+
+class _hooked:
+    """Record what a module's method returns (first element of a tuple) under ``seen[key]``, for one ``with``."""
+
+    def __init__(self, module: Any, method: str, seen: dict[str, Any], key: str) -> None:
+        self.module, self.method, self.seen, self.key = module, method, seen, key
+
+    def __enter__(self) -> None:
+        inner = getattr(self.module, self.method)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            out = inner(*args, **kwargs)
+            self.seen[self.key] = out[0] if isinstance(out, tuple) else out
+            return out
+
+        setattr(self.module, self.method, wrapper)
+
+    def __exit__(self, *exc: Any) -> None:
+        delattr(self.module, self.method)
+
+
+def _lsh_run(module: Any, state: Mapping[str, Any], inputs: Mapping[str, Any], params: Mapping[str, Any],
+             static: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    x = inputs["x"]
+    given = options["given_buckets"]
+    with _hooked(module, "_hash_vectors", seen, "buckets"), \
+            _hooked(module, "_get_sorted_bucket_idx_and_undo_sorted_bucket_idx", seen, "perm"):
+        context = _call(module, state, x, buckets=given).hidden_states  # (B, L, H d_head)
+    y = context @ params["w_o"]  # (B, L, D): ReformerAttention's output projection, the oracle's w_o
+    named = {}
+    if "buckets" in seen:
+        named["buckets"] = _unoffset(seen["buckets"], module, x.shape[0], x.shape[1])
+    if "perm" in seen:
+        named["perm"] = seen["perm"]
+    return {"y": y, "intermediates": named}
+
+
+_LSH = _Adapter("attention.lsh", _lsh_parameters, _lsh_config,
+                lambda m: ("attend_across_buckets", "no_duplicate_correction"), _lsh_prepare, _lsh_run,
+                extra={"w_o": "no parameter of LSHSelfAttention: ReformerAttention's output.dense, applied after "
+                              "the module by the comparison"})
+
+_ADAPTERS: dict[str, _Adapter] = {"LSHSelfAttention": _LSH}
+
+
+def supported() -> tuple[str, ...]:
+    """The module classes :func:`compare_module` knows."""
+    return tuple(_ADAPTERS)
+
+
+def _adapter(module: Any) -> _Adapter:
+    for cls in type(module).__mro__:
+        if cls.__name__ in _ADAPTERS:
+            return _ADAPTERS[cls.__name__]
+    raise TypeError(f"compare_module supports {', '.join(_ADAPTERS)}; got {type(module).__name__}")
+
+
+def _base(module: Any) -> Any:
+    """The encoder module under a model's head (``module.albert``, ``module.electra``), or the module itself."""
+    return getattr(module, getattr(module, "base_model_prefix", ""), module)
+
+
+# ------------------------------------------------------------------------------------------ weight conversion
+
+def parameter_map(module: Any) -> dict[str, tuple[str, bool]]:
+    """``{oracle key: (parameter name in module.state_dict(), stored transposed)}`` for a supported module."""
+    return _adapter(module).parameters(module)
+
+
+def state_dict_to_oracle(module: Any, mapping: Mapping[str, tuple[str, bool]] | None = None) -> dict[str, Any]:
+    """The module's weights in the oracle's layout: float64 NumPy arrays keyed like the mechanism's params."""
+    mapping = parameter_map(module) if mapping is None else mapping
+    state = module.state_dict()
+    out = {}
+    for key, (name, transposed) in mapping.items():
+        value = state[name].detach().cpu().double().numpy()
+        out[key] = np.ascontiguousarray(value.T if transposed else value)
+    return out
+
+
+def oracle_to_state_dict(params: Mapping[str, Any], module: Any,
+                         mapping: Mapping[str, tuple[str, bool]] | None = None) -> dict[str, Any]:
+    """The oracle's parameters as the module's state-dict entries (torch tensors; differentiable when the
+    params are torch leaves, so ``functional_call`` on the result sends gradients back to them). Keys the
+    mapping does not hold (the LSH ``w_o``) are skipped."""
+    torch = _torch()
+    mapping = parameter_map(module) if mapping is None else mapping
+    out = {}
+    for key, (name, transposed) in mapping.items():
+        if key not in params:
+            continue
+        value = params[key] if isinstance(params[key], torch.Tensor) else torch.from_numpy(np.asarray(params[key]))
+        out[name] = value.T if transposed else value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the comparison
+
+def _check_mapping(module: Any, adapter: _Adapter, mapping: Mapping[str, tuple[str, bool]],
+                   mechanism_params: Mapping[str, Any]) -> None:
+    names = {n for n, _ in module.named_parameters()}
+    unmapped = sorted(names - {n for n, _ in mapping.values()})
+    if unmapped:
+        raise ValueError(f"{type(module).__name__}: parameters with no oracle counterpart: {unmapped}")
+    missing = sorted(set(mechanism_params) - set(mapping) - set(adapter.extra))
+    if missing:
+        raise ValueError(f"{adapter.mechanism} parameters the module does not give: {missing}")
+
+
+def _departures(adapter: _Adapter, module: Any, switches: Mapping[str, bool] | None) -> list[Departure]:
+    known = adapter.departures(module)
+    unknown = sorted(set(switches or {}) - set(known))
+    if unknown:
+        raise ValueError(f"departures {unknown} do not apply to {type(module).__name__}; its are {list(known)}")
+    return [DEPARTURES[n] for n in known if (switches or {}).get(n, True)]
+
+
+def _with_grad_departures(mechanism: Mechanism, module: Any, applied: list[Departure]) -> Mechanism:
+    fixes = [d.grads for d in applied if d.grads is not None]
+    if not fixes:
+        return mechanism
+
+    def backward(cache: Any, cot: dict[str, Any]) -> dict[str, Any]:
+        grads = dict(mechanism.backward(cache, cot))
+        for fix in fixes:
+            grads = fix(module, grads)
+        return grads
+
+    return dataclasses.replace(mechanism, backward=backward)
+
+
+def _compare_once(module: Any, adapter: _Adapter, mechanism: Mechanism, config: dict[str, Any],
+                  mapping: Mapping[str, tuple[str, bool]], *, seed: int, dtype: str, intermediates: bool,
+                  rtol: float | None, atol: float | None) -> tuple[ComparisonReport, list[str]]:
+    params = state_dict_to_oracle(module, mapping)
+    case = user_case(mechanism, seed=seed, config=config, params=params)
+    _check_mapping(module, adapter, mapping, case.params)
+    static, options, notes = adapter.prepare(module, case)
+
+    def fn(inputs: dict[str, Any], leaves: dict[str, Any], static_t: dict[str, Any]) -> dict[str, Any]:
+        state = oracle_to_state_dict(leaves, module, mapping)
+        return adapter.run(module, state, inputs, leaves, static_t, options)
+
+    report = compare_torch(mechanism, fn, config=config, seed=seed, params=params, static=static or None,
+                           dtype=dtype, intermediates=intermediates, rtol=rtol, atol=atol)
+    return report, notes
+
+
+def compare_module(module: Any, *, seq_len: int, batch: int = 2, seed: int = 0,
+                   departures: Mapping[str, bool] | None = None, intermediates: bool = True,
+                   diagnose: bool = True, rtol: float | None = None, atol: float | None = None) -> ComparisonReport:
+    """Compare a supported HuggingFace module, at its own configuration and weights, with the oracle.
+
+    seq_len, batch: the input sizes (the module's config gives the rest).
+    departures: ``{name: False}`` to compare without one of the module's known departures (:data:`DEPARTURES`).
+    intermediates: compare what the module exposes (LSH buckets and sort permutation, hidden states).
+    diagnose: on failure, try each square weight transposed and name one that makes the comparison pass.
+    The module must be in eval mode (dropout is not compared); its parameters' dtype is the comparison's.
+    """
+    if module.training:
+        raise ValueError(f"{type(module).__name__} is in training mode; call module.eval() (dropout is random "
+                         f"and not compared)")
+    adapter = _adapter(module)
+    applied = _departures(adapter, module, departures)
+    config = {**adapter.config(module, seq_len, batch)}
+    for d in applied:
+        config.update(d.config)
+    mechanism = _with_grad_departures(get(adapter.mechanism), module, applied)
+    dtype = str(next(module.parameters()).dtype).split(".")[-1]
+    mapping = parameter_map(module)
+    options = dict(seed=seed, dtype=dtype, intermediates=intermediates, rtol=rtol, atol=atol)
+    report, notes = _compare_once(module, adapter, mechanism, config, mapping, **options)
+    if report.failures and diagnose:
+        state = module.state_dict()
+        for key, (name, transposed) in mapping.items():
+            shape = tuple(state[name].shape)
+            if transposed and len(shape) == 2 and shape[0] == shape[1]:
+                flipped = {**mapping, key: (name, False)}
+                trial, _ = _compare_once(module, adapter, mechanism, config, flipped, **options)
+                if not trial.failures:
+                    notes.append(f"diagnosis: {name} ({key}) is used transposed by the module: the comparison "
+                                 f"passes when it is read untransposed")
+    for r in report.results:
+        group, _, key = r.tensor.partition(".")
+        if group == "grads" and key in mapping:
+            r.tensor = f"grads.{key} ({mapping[key][0]})"
+        elif group == "grads" and key in adapter.extra:
+            r.tensor = f"grads.{key} (the comparison's own leaf)"
+    report.notes[:0] = [f"{type(module).__name__} compared as {adapter.mechanism}"] + [
+        f"departure applied to the oracle: {d.name}: {d.doc}" for d in applied] + notes + [
+        f"{key}: {why}" for key, why in adapter.extra.items()]
+    return report
