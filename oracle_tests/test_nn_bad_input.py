@@ -78,6 +78,12 @@ CASES: dict[str, tuple[Callable[[Make], Any], type, list[str]]] = {
     "layer_norm integer x": (lambda m: layer_norm_forward(m.i(2, 5), m.f(5), m.f(5)), TypeError, ["x"]),
     "layer_norm NaN x": (lambda m: layer_norm_forward(m.nan(2, 5), m.f(5), m.f(5)), ValueError, ["x", "NaN"]),
     "layer_norm NaN gamma": (lambda m: layer_norm_forward(m.f(2, 5), m.nan(5), m.f(5)), ValueError, ["gamma"]),
+    "layer_norm eps zero": (lambda m: layer_norm_forward(m.f(2, 5), m.f(5), m.f(5), eps=0.0), ValueError, ["eps"]),
+    "layer_norm eps negative": (lambda m: layer_norm_forward(m.f(2, 5), m.f(5), m.f(5), eps=-1e-5), ValueError,
+                                ["eps"]),
+    "layer_norm eps NaN": (lambda m: layer_norm_forward(m.f(2, 5), m.f(5), m.f(5), eps=float("nan")), ValueError,
+                           ["eps"]),
+    "layer_norm eps string": (lambda m: layer_norm_forward(m.f(2, 5), m.f(5), m.f(5), eps="1e-5"), TypeError, ["eps"]),
     # activations, softmax, dropout
     "activation kind": (lambda m: activation_forward(m.f(3), "swish"), ValueError, ["kind", "swish"]),
     "activation integer x": (lambda m: activation_forward(m.i(3)), TypeError, ["x"]),
@@ -185,8 +191,8 @@ def test_bad_input_names_the_argument(case: str, xp) -> None:
 
 def test_require_broadcastable(xp) -> None:
     x = xp.zeros((1, 3, 1))
-    require_broadcastable("m", x, ["B", "T", "S"], (2, 3, 5))
-    require_broadcastable("m", xp.zeros((5,)), ["B", "T", "S"], (2, 3, 5))
+    assert require_broadcastable("m", x, ["B", "T", "S"], (2, 3, 5)) is None  # accepted: no error
+    assert require_broadcastable("m", xp.zeros((5,)), ["B", "T", "S"], (2, 3, 5)) is None
     for shape in [(2, 3), (1, 1, 2, 3, 5), (3, 3, 5)]:
         with pytest.raises(ValueError, match=r"m must broadcast to \(B, T, S\) = \(2, 3, 5\)"):
             require_broadcastable("m", xp.zeros(shape), ["B", "T", "S"], (2, 3, 5))
@@ -195,7 +201,10 @@ def test_require_broadcastable(xp) -> None:
 def test_good_input_still_passes(xp) -> None:
     """The validation does not reject what the blocks accept: broadcast masks and biases, ignored targets."""
     m = Make(xp)
-    sdpa_forward(m.f(2, 2, 5, 4), m.f(2, 2, 3, 4), m.f(2, 2, 3, 4), mask=m.bools(2, 1, 1, 3), bias=m.f(1, 2, 5, 3),
-                 dropout_mask=m.f(2, 2, 5, 3))
-    dropout_forward(m.f(2, 5), m.f(5))
-    cross_entropy_forward(m.f(2, 5), m.ids([-100, 4]))
+    out, _ = sdpa_forward(m.f(2, 2, 5, 4), m.f(2, 2, 3, 4), m.f(2, 2, 3, 4), mask=m.bools(2, 1, 1, 3),
+                          bias=m.f(1, 2, 5, 3), dropout_mask=m.f(2, 2, 5, 3))
+    assert tuple(out.shape) == (2, 2, 5, 4) and bool(xp.all(xp.isfinite(out)))
+    y, _ = dropout_forward(m.f(2, 5), m.f(5))  # a (5,) mask broadcasts over the batch
+    assert tuple(y.shape) == (2, 5)
+    loss, _ = cross_entropy_forward(m.f(2, 5), m.ids([-100, 4]))  # one ignored target, one counted
+    assert loss.ndim == 0 and bool(xp.isfinite(loss))
