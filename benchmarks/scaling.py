@@ -67,7 +67,7 @@ def stack_runner(n_layers: int, *, reversible: bool, batch: int, seq: int, d_mod
     from reference.architecture.reversible import (reversible_backward, reversible_forward, stored_backward,
                                                    stored_forward)
     from reference.architecture.reversible_blocks import ReversibleConfig
-    from reference.architecture.reversible_examples import init_reversible_layers, sample_reversible_tapes
+    from reference.architecture.reversible import init_reversible_layers, sample_reversible_tapes
     xp = xp or namespace("numpy")
     config = ReversibleConfig(n_heads=n_heads, attention="full", n_ff_chunks=1, activation="gelu_tanh")
     rng = generator(0)

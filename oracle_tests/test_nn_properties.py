@@ -62,7 +62,7 @@ def test_softmax_rows_are_distributions(backend, b, t, n, seed, scale) -> None:
 
 
 @SETTINGS
-@given(b=batch, t=seq, n=st.integers(2, 7), seed=seeds, eps=st.sampled_from([0.0, 1e-12, 1e-5]),
+@given(b=batch, t=seq, n=st.integers(2, 7), seed=seeds, eps=st.sampled_from([1e-12, 1e-5]),
        shift=st.sampled_from([0.0, 5.0, -300.0]))
 def test_layer_norm_normalises(b, t, n, seed, eps, shift) -> None:
     xp = namespace("numpy")

@@ -28,7 +28,7 @@ IGNORE_INDEX = -100
 
 class CrossEntropyCache(NamedTuple):
     p: Any  # (..., V) softmax of the logits
-    target_hot: Any  # (..., V) one-hot targets, zero rows where ignored
+    targets: Any  # (...) integer targets, 0 where ignored (the one-hot is built in the backward only)
     valid: Any  # (..., 1) 1.0 where the target counts
     count: Any  # () number of valid targets (at least 1)
 
@@ -49,16 +49,17 @@ def cross_entropy_forward(logits: Any, targets: Any, *,
         raise ValueError(f"targets must lie in [0, {n_classes}) or equal ignore_index={ignore_index}")
     safe = xp.where(is_valid, targets, xp.zeros_like(targets))
     valid = xp.astype(is_valid, logits.dtype)[..., None]  # (..., 1)
-    target_hot = one_hot(safe, n_classes, dtype=logits.dtype) * valid  # (..., V)
     log_p, softmax_cache = log_softmax_forward(logits)
     count = xp.maximum(xp.sum(valid), xp.asarray(1.0, dtype=logits.dtype))
-    loss = -xp.sum(target_hot * log_p) / count
-    return loss, CrossEntropyCache(softmax_cache.p, target_hot, valid, count)
+    picked = xp.take_along_axis(log_p, safe[..., None], axis=-1)  # (..., 1) log p of each target
+    loss = -xp.sum(picked * valid) / count
+    return loss, CrossEntropyCache(softmax_cache.p, safe, valid, count)
 
 
 def cross_entropy_backward(dloss: Any, cache: CrossEntropyCache) -> Any:
-    p, target_hot, valid, count = cache
-    return dloss * (p * valid - target_hot) / count  # (..., V)
+    p, targets, valid, count = cache
+    target_hot = one_hot(targets, p.shape[-1], dtype=p.dtype)  # (..., V)
+    return (p - target_hot) * (valid * (dloss / count))  # (..., V)
 
 
 class BCECache(NamedTuple):
