@@ -90,3 +90,31 @@ def test_no_raw_tex_on_a_mechanism_page(built, page):
     """Every ``$...$`` and ``$$...$$`` of the page became a math node (e.g. none split by a list marker)."""
     left = raw_tex((built / "mechanisms" / f"{page}.html").read_text())
     assert not left, f"docs/mechanisms/{page}.md: TeX left unparsed, shown raw: {left[:3]}"
+
+
+def toctree_entries() -> list[str]:
+    """Every document named in docs/index.md's toctrees, in navigation order ("Title <doc>" or "doc")."""
+    text = (ROOT / "docs" / "index.md").read_text()
+    entries = []
+    for block in re.findall(r"```\{toctree\}\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            line = line.strip()
+            if line and not line.startswith(":"):
+                entries.append(re.sub(r"^.*<(.+)>$", r"\1", line))
+    return entries
+
+
+def test_overview_links_every_mechanism_page():
+    overview = (ROOT / "docs" / "mechanisms" / "overview.md").read_text()
+    pages = sorted(p.name for p in (ROOT / "docs" / "mechanisms").glob("*.md") if p.stem != "overview")
+    missing = [page for page in pages if f"]({page})" not in overview]
+    assert not missing, f"the Overview does not link {missing}"
+
+
+def test_navigation_lists_every_page_and_notebook_with_the_reformer_pages_adjacent():
+    entries = toctree_entries()
+    pages = {f"mechanisms/{p.stem}" for p in (ROOT / "docs" / "mechanisms").glob("*.md")}
+    notebooks = {f"notebooks/{p.stem}" for p in (ROOT / "notebooks").glob("*.py")}
+    assert not (pages | notebooks) - set(entries), f"not in the navigation: {sorted((pages | notebooks) - set(entries))}"
+    lsh, rev = entries.index("mechanisms/attention.lsh"), entries.index("mechanisms/architecture.reversible")
+    assert abs(lsh - rev) == 1, f"the two Reformer pages are {abs(lsh - rev)} entries apart in the navigation"
