@@ -86,7 +86,8 @@ for k, row in enumerate(grid):
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3))
-ax.imshow(grid, cmap="viridis", aspect="auto")
+im = ax.imshow(grid, cmap="viridis", aspect="auto")
+fig.colorbar(im, ax=ax, label="source segment (-1: zero initial state)")
 ax.axvline(N_CMEM - 0.5, color="w", lw=2)
 ax.set_xlabel("slot (compressed memory | memory), oldest first")
 ax.set_ylabel("after segment")

@@ -113,6 +113,8 @@ for ax, (name, a) in zip(axes, [("membership M", tb.membership), ("|V| path leng
     ax.set_xticks(range(tree.m), tree.labels)
     ax.set_yticks(range(tree.n), tree.leaves)
     ax.set_title(name)
+    ax.set_xlabel("node $j$")
+axes[0].set_ylabel("leaf $i$")
 plt.tight_layout()
 plt.show()
 
