@@ -10,14 +10,17 @@ import torch.nn.functional as F
 
 from conftest import CPU_BACKENDS
 from gradients.check import check_mechanism
-from gradients.compare import compare_torch
+from gradients.compare import sweep_torch
 from objectives_checks import assert_strict_matches_numpy
 from reference.backend import namespace, to_numpy
 from reference.nn.losses import IGNORE_INDEX
 from reference.objectives import structbert_sentence as sent
 from reference.objectives import structbert_word as word
+from reference.objectives.cases import structbert_word as word_case
 from reference.registry import get
 from torch_bert import mlm_head, text_encoder
+
+MASKED = float(torch.finfo(torch.float64).min)  # HF's additive mask value: fully padded rows stay finite
 
 NAMES = ["objectives.structbert_word", "objectives.structbert_sentence"]
 
@@ -33,38 +36,46 @@ def test_gradient_check(name: str, backend: str) -> None:
 
 
 
-def torch_word(p: dict, s: dict) -> dict:
-    h = text_encoder(s["input_ids"], s["pad"], p, word.HEADS, "gelu_tanh")
+def torch_word(p: dict, s: dict, c) -> dict:
+    h = text_encoder(s["input_ids"], s["pad"], p, c.n_heads, c.activation, c.n_layers, mask_value=MASKED)
     head = {"w": p["head_w"], "b": p["head_b"], "ln_gamma": p["head_ln_gamma"], "ln_beta": p["head_ln_beta"],
             "out_bias": p["out_bias"]}
-    logits = mlm_head(h, head, p["tok"], "gelu_tanh")
-    mlm = F.cross_entropy(logits.reshape(-1, word.V), s["mlm_targets"].reshape(-1), ignore_index=-100)
-    wl = F.cross_entropy(logits.reshape(-1, word.V), s["word_targets"].reshape(-1), ignore_index=-100)
+    logits = mlm_head(h, head, p["tok"], c.activation).reshape(-1, c.vocab)
+    mlm = F.cross_entropy(logits, s["mlm_targets"].reshape(-1), ignore_index=-100)
+    reduction = "sum" if c.word_reduction == "sum" else "mean"  # Eq. (1) is a sum
+    wl = F.cross_entropy(logits, s["word_targets"].reshape(-1), ignore_index=-100, reduction=reduction)
     return {"loss": mlm + wl, "mlm_loss": mlm, "word_loss": wl}
 
 
-def torch_sentence(p: dict, s: dict) -> dict:
-    h = text_encoder(s["ids"], s["pad"], p, sent.HEADS, "gelu_tanh", segments=s["segments"])
+def torch_sentence(p: dict, s: dict, c) -> dict:
+    h = text_encoder(s["ids"], s["pad"], p, c.n_heads, c.activation, c.n_layers, segments=s["segments"])
     logits = torch.tanh(h[:, 0] @ p["pool_w"] + p["pool_b"]) @ p["cls_w"] + p["cls_b"]
     return {"loss": F.cross_entropy(logits, s["labels"]), "logits": logits}
 
 
 @pytest.mark.parametrize("name, fn", [(NAMES[0], torch_word), (NAMES[1], torch_sentence)])
-def test_torch_autograd_agrees(name: str, fn) -> None:
-    report = compare_torch(name, lambda i, p, s: fn(p, s), rtol=1e-10, atol=1e-12)
+def test_torch_autograd_agrees_at_every_edge_configuration(name: str, fn) -> None:
+    report = sweep_torch(name, lambda i, p, s, c: fn(p, s, c), seeds=(0, 1), rtol=1e-10, atol=1e-12)
     worst = max(report.results, key=lambda r: r.max_abs_error)
-    print(f"{name}: torch agreement, max abs error {worst.max_abs_error:.2e} ({worst.tensor})")
+    print(f"{name}: torch agreement, max abs error {worst.max_abs_error:.2e} ({worst.mechanism} {worst.tensor})")
     assert report.passed, "\n".join(f.describe() for f in report.failures)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_intermediates_are_each_layers_hidden_states(name: str) -> None:
+    mech = get(name)
+    _, cache = mech.forward(mech.example(0, config={"n_layers": 2}))
+    assert list(mech.intermediates(cache)) == ["embeddings", "layer0", "layer1"]
 
 
 def _word_batch(seed: int, batch: int = 50, seq: int = 40):
     rng = np.random.default_rng(seed)
     ids = rng.integers(4, 30, (batch, seq))
-    ids[:, 0], ids[:, -1] = word.CLS, word.SEP
+    ids[:, 0], ids[:, -1] = word_case.CLS, word_case.SEP
     pad = np.ones_like(ids, dtype=bool)
     xp = namespace("numpy")
-    built = word.sample_structbert_word(rng, xp.asarray(ids), xp.asarray(pad), mask_id=word.MASK, vocab_size=30,
-                                        special_ids=(word.PAD, word.CLS, word.SEP, word.MASK))
+    built = word.sample_structbert_word(rng, xp.asarray(ids), xp.asarray(pad), mask_id=word_case.MASK, vocab_size=30,
+                                        special_ids=(word_case.PAD, word_case.CLS, word_case.SEP, word_case.MASK))
     return ids, built
 
 
@@ -148,12 +159,11 @@ def test_bad_input() -> None:
     bad[0, 1] = 11
     with pytest.raises(ValueError, match="input_ids must lie in \\[0, 11\\)"):
         word.structbert_word_forward(xp.asarray(bad), s["pad"], s["mlm_targets"], s["word_targets"], case.params,
-                                     n_heads=word.HEADS)
+                                     n_heads=2)
     case = get(NAMES[1]).example(0, xp.float64, xp)
     s = case.static
     with pytest.raises(ValueError, match="labels must lie in \\[0, 3\\)"):
-        sent.structbert_sentence_forward(s["ids"], s["segments"], s["pad"], s["labels"] + 1, case.params,
-                                         n_heads=sent.HEADS)
+        sent.structbert_sentence_forward(s["ids"], s["segments"], s["pad"], s["labels"] + 1, case.params, n_heads=2)
 
 
 @pytest.mark.parametrize("name", NAMES)
