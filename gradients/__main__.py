@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("names", nargs="*", help="mechanisms (a name also selects its variants); all by default")
     check.add_argument("--config", action="append", default=[], metavar="FIELD=VALUE",
                        help="a configuration field (repeatable); `python -m reference list --config NAME` lists them")
+    check.add_argument("--realistic", action="store_true",
+                       help="start from each mechanism's realistic size (`reference list --config NAME` shows it); "
+                            "--config overrides it")
     check.add_argument("--edges", action="store_true",
                        help="also check every named edge configuration of each mechanism")
     check.add_argument("--backend", choices=BACKENDS, default=None,
@@ -75,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     jobs: list[tuple] = []
     try:  # every configuration is validated before anything runs
         for mechanism in mechanisms:
-            fields = mechanism.config.parse(args.config) if mechanism.config is not None and args.config else {}
             if args.config and mechanism.config is None:
                 raise ValueError(f"{mechanism.name} has no configuration fields")
-            jobs.append((mechanism.name, None, mechanism.make_config(fields)))
+            fields = mechanism.config.parse(args.config) if args.config else {}
+            if args.realistic:
+                fields = {**mechanism.realistic, **fields}
+            jobs.append((mechanism.name, "realistic" if args.realistic else None, mechanism.make_config(fields)))
             if args.edges:
                 for label, edge in mechanism.edge_cases().items():
                     jobs.append((mechanism.name, label, edge))
