@@ -16,10 +16,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reference.attention.lsh import (lsh_attention_backward, lsh_attention_forward, lsh_hash,  # noqa: E402
-                                     project_queries, sample_rotations)
+from reference.attention.lsh import (  # noqa: E402
+    init_lsh,  # noqa: E402
+    lsh_attention_backward,
+    lsh_attention_forward,
+    lsh_hash,
+    project_queries,
+    sample_rotations,
+)
 from reference.attention.lsh_dense import lsh_dense_backward, lsh_dense_forward  # noqa: E402
-from reference.attention.lsh import init_lsh  # noqa: E402
 from reference.backend import namespace  # noqa: E402
 
 XP = namespace("numpy")
@@ -46,11 +51,11 @@ def main() -> None:
         rot = sample_rotations(rng, 1, H, DK, R, n_buckets, xp=XP, dtype=XP.float64)
         buckets = lsh_hash(project_queries(x, params["w_qk"], H), rot)
 
-        def chunked():
+        def chunked(x=x, params=params, buckets=buckets, n_buckets=n_buckets):
             y, cache = lsh_attention_forward(x, params, buckets, n_heads=H, n_buckets=n_buckets, chunk_len=M)
             lsh_attention_backward(np.ones_like(y), cache)
 
-        def dense():
+        def dense(x=x, params=params, buckets=buckets, n_buckets=n_buckets):
             y, cache = lsh_dense_forward(x, params, buckets, n_heads=H, n_buckets=n_buckets)
             lsh_dense_backward(np.ones_like(y), cache)
 

@@ -85,6 +85,36 @@ def _runs(results: dict | None) -> str:
     return "\n".join(lines)
 
 
+def write_page(out: str) -> str:
+    results, table = _load(out, "results.json"), _load(out, "table.md")
+    scaling, targets = _load(out, "scaling.json"), _load(out, "targets.json")
+    static = os.path.join(DOCS, "performance")
+    os.makedirs(static, exist_ok=True)
+    for png in ("ratios.png", "scaling_sequence.png", "scaling_depth.png"):
+        if os.path.exists(os.path.join(out, png)):
+            shutil.copyfile(os.path.join(out, png), os.path.join(static, png))
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "page_text.md")) as fh:
+        text = fh.read()
+    machine = results["machine"] if results else {}
+    parts = {
+        "LSCPU": _lscpu(),
+        "MACHINE": ", ".join(f"{k} {v}" for k, v in machine.items() if k != "threads"),
+        "RUNS": _runs(results),
+        "SUMMARY": _summary(results["rows"]) if results else "(no results)",
+        "TABLE": table or "(no table)",
+        "TARGETS": _targets_text(targets) if targets else "(no targets measured)",
+        "SCALING": _scaling_text(scaling) if scaling else "(no scaling measured)",
+        "MEMORY": _memory_text(_load(out, "memory.json")),
+    }
+    for key, value in parts.items():
+        text = text.replace("{{" + key + "}}", value)
+    path = os.path.join(DOCS, "performance.md")
+    with open(path, "w") as fh:
+        fh.write(text)
+    print(f"wrote {path}")
+    return path
+
+
 def _targets_text(t: dict) -> str:
     lines = ["| target | measured | verdict |", "|---|---|---|"]
     for r in t.get("lsh", []):

@@ -1,6 +1,8 @@
 """Benchmark one mechanism: the oracle on NumPy (or CuPy) beside its peer and torch(oracle).
 
-Three sides, timed in turns (:func:`benchmarks.measure.interleaved`) on the same case:
+Three sides, timed in turns (:func:`benchmarks.measure.interleaved`) on the same case, in CPU time
+of the process with one thread (:func:`benchmarks.measure.cpu_clock`: the machine is shared), in
+wall time with more:
 
 * ``oracle``: the registered forward and backward;
 * ``peer``: what a user would run instead (:mod:`benchmarks.peers`; ``torch.nn.functional`` for the
@@ -157,8 +159,9 @@ def bench(mechanism: Mechanism, *, dtype: str, repeats: int, quick: bool, backen
         oracle()  # also warms the caches before the timed rounds
         if time.perf_counter() - start > HEAVY_SECONDS and "peer" in runs and not is_block(mechanism.name):
             del runs["torch_oracle"]  # a real peer is the comparison that counts; keeps the full run short
+        clock = measure.cpu_clock if THREADS == 1 and backend == "numpy" else time.perf_counter
         times = measure.interleaved({"oracle": oracle, **runs}, repeats, _sync(backend),
-                                    min_seconds=0.0 if quick else 0.25)
+                                    min_seconds=0.0 if quick else 0.25, clock=clock)
         row.oracle_s = times["oracle"]
         row.peer_s = times.get("peer", math.nan)
         row.torch_oracle_s = times.get("torch_oracle", math.nan)

@@ -4,7 +4,6 @@ and against depth (reversible and ordinary stacks). Writes scaling.json and two 
 from __future__ import annotations
 
 import json
-
 import os
 from typing import Any, Callable
 
@@ -64,10 +63,15 @@ def _lsra(t: int, dtype, xp):
 def stack_runner(n_layers: int, *, reversible: bool, batch: int, seq: int, d_model: int, d_ff: int,
                  n_heads: int = 2, dtype=np.float64, xp=None) -> tuple[Callable[[], Any], float]:
     """(run, bytes of the parameter gradients): one forward + backward of an N-layer stack."""
-    from reference.architecture.reversible import (reversible_backward, reversible_forward, stored_backward,
-                                                   stored_forward)
+    from reference.architecture.reversible import (
+        init_reversible_layers,
+        reversible_backward,
+        reversible_forward,
+        sample_reversible_tapes,
+        stored_backward,
+        stored_forward,
+    )
     from reference.architecture.reversible_blocks import ReversibleConfig
-    from reference.architecture.reversible import init_reversible_layers, sample_reversible_tapes
     xp = xp or namespace("numpy")
     config = ReversibleConfig(n_heads=n_heads, attention="full", n_ff_chunks=1, activation="gelu_tanh")
     rng = generator(0)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reference.registry import Case, Mechanism
+from reference.registry import Case
 
 
 def to_torch(value: Any, *, grad: bool = False, device: str = "cpu") -> Any:
