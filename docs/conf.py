@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -42,10 +42,10 @@ nb_merge_streams = True
 # The kernel: a python3 kernelspec for this interpreter, first on JUPYTER_PATH, so a python3 kernel
 # of another Python on the machine is never used; and matplotlib's inline backend, as in Jupyter,
 # whatever the caller exported (.ci/run exports MPLBACKEND=Agg for the tests).
-_share = DOCS / "_build" / ".jupyter"
-shutil.rmtree(_share / "kernels" / "python3", ignore_errors=True)
-write_kernel_spec(str(_share / "kernels" / "python3"))  # argv: this interpreter
-os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(_share), os.environ.get("JUPYTER_PATH")) if p)
+# (One temporary folder per build process, removed at exit, so concurrent builds never share it.)
+_share = tempfile.TemporaryDirectory(prefix="oracle-docs-jupyter-")
+write_kernel_spec(os.path.join(_share.name, "kernels", "python3"))  # argv: this interpreter
+os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (_share.name, os.environ.get("JUPYTER_PATH")) if p)
 os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 
 root_doc = "index"

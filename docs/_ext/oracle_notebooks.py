@@ -32,13 +32,15 @@ def copy_notebooks(app, config) -> None:
     """docs/notebooks/ := notebooks/*.py (mtimes kept, so an unchanged notebook is not re-read)."""
     COPY.mkdir(exist_ok=True)
     wanted = {p.name for p in SOURCE.glob("*.py")}
-    for stale in COPY.iterdir():
+    for stale in COPY.glob("*.py"):
         if stale.name not in wanted:
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+            stale.unlink(missing_ok=True)
     for name in sorted(wanted):
         src, dst = SOURCE / name, COPY / name
         if not dst.is_file() or dst.read_bytes() != src.read_bytes():
-            shutil.copy2(src, dst)
+            partial = COPY / f".{name}.{os.getpid()}"  # copy, then rename: a concurrent build never reads half a file
+            shutil.copy2(src, partial)
+            os.replace(partial, dst)
 
 
 def docs_link(target: str, repo_dir: Path, docs_dir: Path) -> str | None:
