@@ -10,13 +10,16 @@ import torch.nn.functional as F
 
 from conftest import CPU_BACKENDS
 from gradients.check import check_mechanism
-from gradients.compare import compare_torch
+from gradients.compare import sweep_torch
 from objectives_checks import assert_strict_matches_numpy
 from reference.backend import namespace, to_numpy
 from reference.objectives import entity_replacement_data as data
-from reference.objectives.entity_replacement import entity_replacement_forward
+from reference.objectives.cases import entity_replacement as case_data
+from reference.objectives.entity_replacement import HEADS, entity_replacement_forward
 from reference.registry import get
-from torch_bert import mlm_head, text_encoder
+from torch_bert import mlm_head_transform, text_encoder
+
+MASKED = float(torch.finfo(torch.float64).min)  # HF's additive mask value: fully padded rows stay finite
 
 NAME = "objectives.entity_replacement"
 
@@ -31,25 +34,42 @@ def test_gradient_check(backend: str) -> None:
 
 
 
-def torch_wklm(p: dict, s: dict) -> dict:
-    h = text_encoder(s["ids"], s["pad"], p, data.HEADS, "gelu_tanh")  # (B, T, D)
-    valid = s["mention_valid"]
+def torch_wklm(p: dict, s: dict, c) -> dict:
+    """WKLM from the authors' description (spec/findings.md): every classifier reads z = LN(act(W h))."""
+    h = text_encoder(s["ids"], s["pad"], p, c.n_heads, c.activation, c.n_layers, mask_value=MASKED)  # (B, T, D)
+    head = {"w": p["head_w"], "b": p["head_b"], "ln_gamma": p["head_ln_gamma"], "ln_beta": p["head_ln_beta"]}
+    z = mlm_head_transform(h, head, c.activation)  # (B, T, E)
+    valid, labels = s["mention_valid"], s["mention_labels"]
     rows = torch.arange(h.shape[0])[:, None].expand_as(s["mention_start"])
-    r = torch.cat([h[rows, s["mention_start"]], h[rows, s["mention_end"]]], dim=-1)  # (B, M, 2D) by indexing
-    z = (r @ p["ent_w"] + p["ent_b"])[..., 0]
-    ent = F.binary_cross_entropy_with_logits(z[valid], s["mention_labels"][valid])
-    head = {"w": p["head_w"], "b": p["head_b"], "ln_gamma": p["head_ln_gamma"], "ln_beta": p["head_ln_beta"],
-            "out_bias": p["out_bias"]}
-    logits = mlm_head(h, head, p["tok"], "gelu_tanh")
-    mlm = F.cross_entropy(logits.reshape(-1, data.V), s["mlm_targets"].reshape(-1), ignore_index=-100)
+    at = {"start": s["mention_start"], "end": s["mention_end"], "before": (s["mention_start"] - 1).clamp(min=0),
+          "after": (s["mention_end"] + 1).clamp(max=h.shape[1] - 1)}
+    pieces = {"boundary": [("ent_", ("before", "after"))], "start": [("ent_", ("start",))],
+              "start_end": [("ent_start_", ("start",)), ("ent_end_", ("end",))]}[c.classifier]
+    ent = 0.0
+    for prefix, where in pieces:  # 2-way heads; start_end adds the two heads' losses
+        r = torch.cat([z[rows, at[w]] for w in where], dim=-1)  # (B, M, k E) by indexing
+        logits = r @ p[prefix + "w"] + p[prefix + "b"]  # (B, M, 2)
+        ent = ent + F.cross_entropy(logits[valid], labels[valid])
+    mlm_logits = (z @ p["tok"].T + p["out_bias"]).reshape(-1, c.vocab)
+    mlm = F.cross_entropy(mlm_logits, s["mlm_targets"].reshape(-1), ignore_index=-100)
     return {"loss": ent + mlm, "ent_loss": ent, "mlm_loss": mlm}
 
 
-def test_torch_autograd_agrees() -> None:
-    report = compare_torch(NAME, lambda i, p, s: torch_wklm(p, s), rtol=1e-10, atol=1e-12)
+def test_torch_autograd_agrees_at_every_edge_configuration() -> None:
+    report = sweep_torch(NAME, lambda i, p, s, c: torch_wklm(p, s, c), seeds=(0, 1), rtol=1e-10, atol=1e-12)
     worst = max(report.results, key=lambda r: r.max_abs_error)
-    print(f"{NAME}: torch agreement, max abs error {worst.max_abs_error:.2e} ({worst.tensor})")
+    print(f"{NAME}: torch agreement, max abs error {worst.max_abs_error:.2e} ({worst.mechanism} {worst.tensor})")
     assert report.passed, "\n".join(f.describe() for f in report.failures)
+
+
+def test_the_default_classifier_is_the_authors_boundary_loss() -> None:
+    """--boundary-loss (sweep/commands.md): the tokens just outside each mention into one 2-way layer."""
+    config = get(NAME).make_config()
+    assert config.classifier == "boundary" and HEADS["boundary"] == (("ent_", ("before", "after")),)
+    case = get(NAME).example(0)
+    assert tuple(case.params["ent_w"].shape) == (2 * config.d_model, 2)
+    assert {k for k in get(NAME).example(0, config={"classifier": "start_end"}).params if k.startswith("ent")} == \
+        {"ent_start_w", "ent_start_b", "ent_end_w", "ent_end_b"}
 
 
 def test_replacements_keep_the_type_and_never_touch_two_adjacent_mentions() -> None:
@@ -72,64 +92,66 @@ def test_replacements_keep_the_type_and_never_touch_two_adjacent_mentions() -> N
     assert 0.25 < seen / (300 * len(mentions)) < 0.5
 
 
-def test_one_token_mention_boundary_receives_both_halves() -> None:
-    """dh at a one-token mention = dr_start + dr_end: compare with a forward where start and end are separate."""
-    xp = namespace("numpy")
-    case = get(NAME).example(0, xp.float64, xp)
+def test_one_token_mention_position_receives_both_heads() -> None:
+    """start_end on a one-token mention: start = end, so that position's dz is the sum of both heads' parts."""
+    mech = get(NAME)
+    case = mech.example(0, config={"classifier": "start_end"})
     s = case.static
-    assert np.any(to_numpy(s["mention_start"] == s["mention_end"]) & to_numpy(s["mention_valid"]))
-    (_, _, _), cache = entity_replacement_forward(s["ids"], s["pad"], s["mention_start"], s["mention_end"],
-                                                  s["mention_valid"], s["mention_labels"], s["mlm_targets"],
-                                                  case.params, n_heads=data.HEADS)
-    # the gradient w.r.t. h is S^T dr_start + E^T dr_end; rebuild it from the cached selectors by hand
-    z = to_numpy(cache.classifier.x) @ to_numpy(case.params["ent_w"]) + to_numpy(case.params["ent_b"])
-    valid = to_numpy(s["mention_valid"])
-    dz = (1 / (1 + np.exp(-z[..., 0])) - to_numpy(s["mention_labels"])) * valid / valid.sum()
-    dr = dz[..., None] * to_numpy(case.params["ent_w"])[:, 0]  # (B, M, 2D)
-    d = dr.shape[-1] // 2
-    dh = np.zeros((data.B, data.T, d))
-    for b in range(data.B):
-        for m in range(data.M):
-            dh[b, to_numpy(s["mention_start"])[b, m]] += dr[b, m, :d]
-            dh[b, to_numpy(s["mention_end"])[b, m]] += dr[b, m, d:]
-    got = np.einsum("bmt,bmd->btd", to_numpy(cache.start_hot), dr[..., :d]) + \
-        np.einsum("bmt,bmd->btd", to_numpy(cache.end_hot), dr[..., d:])
-    assert np.allclose(got, dh, rtol=1e-13, atol=1e-15), (got, dh)
-    b, m = np.argwhere((to_numpy(s["mention_start"]) == to_numpy(s["mention_end"])) & valid)[0]
-    t = to_numpy(s["mention_start"])[b, m]
-    assert np.allclose(dh[b, t], dr[b, m, :d] + dr[b, m, d:]) and np.any(dr[b, m, d:] != 0)
+    start, end, valid = (to_numpy(s[k]) for k in ("mention_start", "mention_end", "mention_valid"))
+    assert np.any((start == end) & valid), "the example should contain a one-token mention"
+    _, cache = mech.forward(case)
+    one = np.float64(1.0)
+    dz = np.zeros(tuple(cache.head.z.shape))
+    for hc in cache.heads:  # rebuild S^T dr by loops
+        from reference.nn.losses import cross_entropy_backward
+        from reference.nn.linear import linear_backward
+        dr, _ = linear_backward(cross_entropy_backward(one, hc.loss), hc.classifier)
+        (hot,) = hc.selectors
+        for b_ in range(dz.shape[0]):
+            for m in range(hot.shape[1]):
+                if valid[b_, m]:
+                    dz[b_, int(np.argmax(hot[b_, m]))] += dr[b_, m]
+    b_, m = np.argwhere((start == end) & valid)[0]
+    parts = [linear_backward(cross_entropy_backward(one, hc.loss), hc.classifier)[0][b_, m] for hc in cache.heads]
+    assert np.allclose(dz[b_, start[b_, m]], parts[0] + parts[1]) and np.all(parts[1] != 0)
 
 
 def test_mlm_never_masks_inside_mentions_and_uses_the_reduced_rate() -> None:
     xp = namespace("numpy")
     rng = np.random.default_rng(2)
     doc = ([4, 5, 6] * 10 + [11], [(30, 30, "person", "Curie")])
-    batch = data.build_wklm_batch(rng, [doc] * 40, data.TABLE, seq_len=40, max_mentions=1, vocab_size=data.V,
-                                  cls_id=1, sep_id=2, pad_id=0, mask_id=3, special_ids=(0, 1, 2, 3), xp=xp,
-                                  dtype=xp.float64)
+    kw = dict(seq_len=40, max_mentions=1, vocab_size=13, cls_id=1, sep_id=2, pad_id=0, mask_id=3,
+              special_ids=(0, 1, 2, 3), xp=xp)
+    batch = data.build_wklm_batch(rng, [doc] * 40, case_data.TABLE, mlm_positions="exact", **kw)
     targets, start, end = (to_numpy(a) for a in (batch.mlm_targets, batch.mention_start, batch.mention_end))
     masked = targets != -100
-    assert np.all(masked.sum(axis=1) == round(0.05 * 33)), "5% of the 33 tokens, rounded"
+    assert np.all(masked.sum(axis=1) == round(0.05 * 33)), "exact: 5% of the 33 tokens, rounded"
     for row in range(40):
         assert not np.any(masked[row, start[row, 0]:end[row, 0] + 1]), "a mention token was masked"
+    # the authors' rule: ceil(0.3 * 33) = 10 draws over the block, entity and special positions then skipped
+    doc = ([4, 11, 5, 12, 7] * 6 + [6], [(1, 1, "person", "Curie")])
+    batch = data.build_wklm_batch(rng, [doc] * 200, case_data.TABLE, mlm_rate=0.3, decisions=[[False]] * 200, **kw)
+    masked = to_numpy(batch.mlm_targets) != -100
+    assert masked.sum(axis=1).max() <= 10 and 7 < masked.sum(axis=1).mean() < 10, masked.sum(axis=1).mean()
+    assert not np.any(masked[:, 2]) and not np.any(masked[:, 0]), "the mention and [CLS] are never masked"
 
 
 def test_bad_input() -> None:
     xp = namespace("numpy")
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="entity type 'river' has a single entity"):
-        data.replace_entities(rng, [7], [(0, 0, "city", "Paris")], {**data.TABLE, "river": {"Seine": [5]}})
+        data.replace_entities(rng, [7], [(0, 0, "city", "Paris")], {**case_data.TABLE, "river": {"Seine": [5]}})
     with pytest.raises(ValueError, match="not in the entity table"):
-        data.replace_entities(rng, [7], [(0, 0, "city", "Oslo")], data.TABLE)
+        data.replace_entities(rng, [7], [(0, 0, "city", "Oslo")], case_data.TABLE)
     with pytest.raises(ValueError, match="replace two adjacent mentions"):
-        data.replace_entities(rng, [7, 10], [(0, 0, "city", "Paris"), (1, 1, "city", "Rome")], data.TABLE,
+        data.replace_entities(rng, [7, 10], [(0, 0, "city", "Paris"), (1, 1, "city", "Rome")], case_data.TABLE,
                               decisions=[True, True])
-    kw = dict(seq_len=8, max_mentions=2, vocab_size=data.V, cls_id=1, sep_id=2, pad_id=0, mask_id=3,
-              special_ids=(0, 1, 2, 3), xp=xp, dtype=xp.float64)
+    kw = dict(seq_len=8, max_mentions=2, vocab_size=13, cls_id=1, sep_id=2, pad_id=0, mask_id=3,
+              special_ids=(0, 1, 2, 3), xp=xp)
     with pytest.raises(ValueError, match="mlm_rate must lie in \\(0, 1\\)"):
-        data.build_wklm_batch(rng, [([4, 7], [(1, 1, "city", "Paris")])], data.TABLE, mlm_rate=0.0, **kw)
+        data.build_wklm_batch(rng, [([4, 7], [(1, 1, "city", "Paris")])], case_data.TABLE, mlm_rate=0.0, **kw)
     with pytest.raises(ValueError, match="token ids must lie in \\[0, 13\\)"):
-        data.build_wklm_batch(rng, [([4, 70], [(0, 0, "city", "Paris")])], data.TABLE, **kw)
+        data.build_wklm_batch(rng, [([4, 70], [(0, 0, "city", "Paris")])], case_data.TABLE, **kw)
     case = get(NAME).example(0, xp.float64, xp)
     s = dict(case.static)
     args = [s[k] for k in ("ids", "pad", "mention_start", "mention_end", "mention_valid", "mention_labels",
@@ -137,11 +159,11 @@ def test_bad_input() -> None:
     bad = list(args)
     bad[0] = xp.asarray(np.where(to_numpy(args[0]) == 4, 13, to_numpy(args[0])))
     with pytest.raises(ValueError, match="ids must lie in \\[0, 13\\)"):
-        entity_replacement_forward(*bad, case.params, n_heads=data.HEADS)
+        entity_replacement_forward(*bad, case.params, n_heads=2)
     bad = list(args)
-    bad[3] = xp.asarray(np.full_like(to_numpy(args[3]), data.T - 1))  # mention end on padding
-    with pytest.raises(ValueError, match="real \\(non-padding\\) tokens"):
-        entity_replacement_forward(*bad, case.params, n_heads=data.HEADS)
+    bad[3] = xp.asarray(np.full_like(to_numpy(args[3]), 10))  # mention end on padding (T = 11)
+    with pytest.raises(ValueError, match="after the mention must be a real \\(non-padding\\) position"):
+        entity_replacement_forward(*bad, case.params, n_heads=2)
 
 
 def test_array_api_strict_equals_numpy() -> None:

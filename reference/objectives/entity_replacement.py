@@ -121,8 +121,9 @@ def entity_replacement_forward(ids: Any, pad: Any, mention_start: Any, mention_e
         hot[p] = one_hot(xp.where(inside, positions[p], xp.zeros_like(positions[p])), t, dtype=dtype)  # (B, M, T)
         on_real = inside & (xp.sum(hot[p] * real, axis=-1) > 0)  # (B, M)
         if bool(xp.any(mention_valid & ~on_real)):
-            where = {"before": "the token before", "after": "the token after"}.get(p, f"the mention's {p}")
-            raise ValueError(f"{where} every valid mention must be a real (non-padding) position "
+            where = {"before": "the token before the mention", "after": "the token after the mention"}.get(
+                p, f"mention_{p}")
+            raise ValueError(f"{where} must be a real (non-padding) position for every valid mention "
                              f"(classifier={classifier!r})")
 
     h, encoder = text_encoder_forward(ids, pad, params, n_heads=n_heads, n_layers=n_layers,
