@@ -12,6 +12,7 @@ array_api_strict, and cupy where installed).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -396,7 +397,7 @@ def test_padding_does_not_leak():
     out1, _ = m.forward(case)
     ids = to_numpy(case.static["ids"]).copy()
     ids[-1, -1] = (ids[-1, -1] + 1) % 7
-    out2, _ = m.forward(type(case)(case.inputs, case.params, {**case.static, "ids": xp.asarray(ids)}))
+    out2, _ = m.forward(dataclasses.replace(case, static={**case.static, "ids": xp.asarray(ids)}))
     valid = to_numpy(case.static["key_valid"])
     assert_close("real-token logits", to_numpy(out2["logits"])[valid], to_numpy(out1["logits"])[valid], 1e-13)
     assert float(out2["loss"]) == pytest.approx(float(out1["loss"]), abs=1e-13)
@@ -420,7 +421,7 @@ def test_bad_input():
     r = xp.ones((4, 3))
     with pytest.raises(ValueError, match="ids must lie in"):
         complex_order_forward(xp.asarray([[0, 4]]), r)
-    with pytest.raises(ValueError, match=r"amplitude must have shape \(vocab, dim\)"):
+    with pytest.raises(ValueError, match=r"amplitude must have a non-empty shape \(vocab, dim\)"):
         complex_order_forward(ids, xp.ones((3,)))
     with pytest.raises(ValueError, match=r"frequency must have shape \(vocab, dim\)"):
         complex_order_forward(ids, r, xp.ones((5, 3)))
@@ -439,3 +440,70 @@ def test_bad_input():
         complex_attention_forward(z, params, n_heads=3)
     with pytest.raises(ValueError, match=r"z must have shape \(\.\.\., d_in\)"):
         complex_linear_forward(xp.ones((2, 5)) + 0j, xp.ones((4, 3)) + 0j)
+
+
+# --- configurations, edges and bad input (issues 13, 17) ------------------------------------------------------
+
+EDGE_CASES = [(name, label) for name in ["embeddings.complex_order", "embeddings.complex_order.shared_frequency",
+                                         "embeddings.complex_order.no_initial_phase",
+                                         "embeddings.complex_order.position_free",
+                                         "embeddings.complex_order.transformer",
+                                         "embeddings.complex_order.transformer.hermitian"]
+              for label in get(name).edge_configs]
+
+
+@pytest.mark.parametrize("name, label", EDGE_CASES)
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
+def test_every_edge_configuration(name, label, backend):
+    mechanism = get(name)
+    report = check_mechanism(mechanism, backend=backend, mode="fast", config=mechanism.edge_configs[label])
+    assert report.passed, report.table()
+
+
+def test_a_configuration_without_relu_margin_is_one_clear_error():
+    with pytest.raises(ValueError, match="ReLU inputs at least"):
+        get("embeddings.complex_order.transformer").example(0, config={"batch": 16, "seq_len": 32, "d_ff": 64})
+
+
+def _embedding_args():
+    case = get("embeddings.complex_order").example(0)
+    return {"ids": case.static["ids"], "amplitude": case.params["amplitude"], "frequency": case.params["frequency"],
+            "initial_phase": case.params["initial_phase"], "positions": case.static["positions"]}
+
+
+def _with_nan(x):
+    y = np.array(to_numpy(x), copy=True)
+    y.flat[0] = np.nan
+    return namespace("numpy").asarray(y)
+
+
+BAD = [
+    ("positions_nan", "positions", _with_nan, ValueError, "positions contains NaN"),
+    ("positions_inf", "positions", lambda x: x * np.inf, ValueError, "positions contains NaN"),
+    ("amplitude_nan", "amplitude", _with_nan, ValueError, "amplitude contains NaN"),
+    ("frequency_nan", "frequency", _with_nan, ValueError, "frequency contains NaN"),
+    ("initial_phase_inf", "initial_phase", lambda x: x * np.inf, ValueError, "initial_phase contains NaN"),
+    ("amplitude_list", "amplitude", lambda x: to_numpy(x).tolist(), TypeError, "amplitude must be an array"),
+    ("positions_tuple", "positions", lambda x: tuple(to_numpy(x).tolist()), TypeError, "positions must be an array"),
+    ("amplitude_int", "amplitude", lambda x: namespace("numpy").astype(x, namespace("numpy").int64), TypeError,
+     "amplitude must be a real floating"),
+    ("ids_float", "ids", lambda x: namespace("numpy").astype(x, namespace("numpy").float64), TypeError,
+     "ids must be an integer"),
+    ("ids_empty", "ids", lambda x: x[:, :0], ValueError, "ids must have a non-empty"),
+    ("amplitude_empty", "amplitude", lambda x: x[:0], ValueError, "amplitude must have a non-empty"),
+]
+
+
+@pytest.mark.parametrize("label, argument, change, error, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_names_the_argument_parametrised(label, argument, change, error, message):
+    args = _embedding_args()
+    args[argument] = change(args[argument])
+    with pytest.raises(error, match=message):
+        complex_order_forward(args["ids"], args["amplitude"], args["frequency"], args["initial_phase"],
+                              positions=args["positions"])
+
+
+def test_attention_parameter_names_have_one_definition():
+    from reference.embeddings import complex_layers
+    from reference.nn import attention
+    assert complex_layers.ATTENTION_PARAMS is attention.ATTENTION_PARAMS

@@ -47,14 +47,13 @@ import math
 from typing import Any, NamedTuple
 
 from ..backend import MASKED_SCORE, array_namespace
-from ..nn.attention import merge_heads, split_heads
+from ..nn.attention import ATTENTION_PARAMS, merge_heads, split_heads
 from ..nn.gelu import ActivationCache, activation_backward, activation_forward
 from ..nn.layer_norm import LayerNormCache, layer_norm_backward, layer_norm_forward
 from ..nn.softmax import SoftmaxCache, softmax_backward, softmax_forward
 from ..validate import require_bool, require_float, require_shape
 
 SCORES = ("modulus", "hermitian")
-ATTENTION_PARAMS = ("w_q", "b_q", "w_k", "b_k", "w_v", "b_v", "w_o", "b_o")
 
 
 def parts_to_complex(re: Any, im: Any) -> Any:

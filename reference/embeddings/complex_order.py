@@ -29,7 +29,8 @@ PyTorch's ``.grad``). With u = exp(i phi), f = r u, per token:
 and a per-word table sums its tokens' values (scatter-add over the
 vocabulary, like an embedding's gradient); a shared (D,) row sums all tokens.
 
-Variants registered (``embeddings.complex_order.*``):
+Variants registered (``embeddings.complex_order.*``, cases and configurations in
+:mod:`reference.embeddings.cases.complex_order`):
     (default)            per-word r, w, theta: the paper's Eq. (1).
     .shared_frequency    w shared by all words (one frequency per dimension),
                          the family that contains the Transformer's sinusoidal
@@ -56,9 +57,8 @@ import math
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace, scatter_add
-from ..random import generator, uniform
-from ..registry import Case, Mechanism, register
-from ..validate import require_float, require_index_range, require_shape
+from ..random import uniform
+from ..validate import require_finite, require_float, require_index_range, require_int, require_shape
 
 PAPER = "Encoding word order in complex embeddings (Wang et al., ICLR 2020, arXiv:1912.12333)"
 
@@ -114,18 +114,21 @@ def complex_order_forward(ids: Any, amplitude: Any, frequency: Any | None = None
     initial_phase (V, D) per word, (D,) shared, or None; positions (T,) or
     (B, T), default 0 ... T-1.
     """
-    xp = array_namespace(amplitude)
     require_float("amplitude", amplitude)
-    if amplitude.ndim != 2:
-        raise ValueError(f"amplitude must have shape (vocab, dim), got {tuple(amplitude.shape)}")
+    require_finite("amplitude", amplitude)
+    xp = array_namespace(amplitude)
+    if amplitude.ndim != 2 or 0 in tuple(amplitude.shape):
+        raise ValueError(f"amplitude must have a non-empty shape (vocab, dim), got {tuple(amplitude.shape)}")
     v, d = amplitude.shape
-    if ids.ndim != 2:
-        raise ValueError(f"ids must have shape (batch, seq), got {tuple(ids.shape)}")
+    require_int("ids", ids)
+    if ids.ndim != 2 or 0 in tuple(ids.shape):
+        raise ValueError(f"ids must have a non-empty shape (batch, seq), got {tuple(ids.shape)}")
     require_index_range("ids", ids, v)
     for name, table in (("frequency", frequency), ("initial_phase", initial_phase)):
         if table is None:
             continue
         require_float(name, table)
+        require_finite(name, table)
         if table.ndim == 1:
             require_shape(name, table, ["dim"], [d])
         else:
@@ -133,6 +136,7 @@ def complex_order_forward(ids: Any, amplitude: Any, frequency: Any | None = None
     b, t = ids.shape
     if positions is None:
         positions = xp.arange(t, dtype=amplitude.dtype)
+    require_finite("positions", positions)
     if tuple(positions.shape) not in ((t,), (b, t)):
         raise ValueError(f"positions must have shape (seq,) = ({t},) or (batch, seq) = ({b}, {t}), "
                          f"got {tuple(positions.shape)}")
@@ -190,36 +194,3 @@ def sample_complex_order(rng, vocab_size: int, dim: int, *, xp, dtype, frequency
         elif how != "none":
             raise ValueError(f"{name} must be 'word', 'shared' or 'none', got {how!r}")
     return params
-
-
-# Registered examples: pairwise-distinct sizes; ids drawn from 5 of the 7 words,
-# so repeated ids (accumulation) and unused rows (zero gradient) both occur.
-_B, _T, _D, _V = 2, 5, 3, 7
-
-
-def _example_for(frequency: str, initial_phase: str):
-    def example(seed: int, dtype: Any, xp) -> Case:
-        rng = generator(seed)
-        ids = xp.asarray(rng.integers(0, 5, (_B, _T)), dtype=xp.int64)
-        params = sample_complex_order(rng, _V, _D, xp=xp, dtype=dtype, frequency=frequency,
-                                      initial_phase=initial_phase)
-        positions = xp.asarray([0.0, 1.0, 2.0, 3.0, 4.0], dtype=dtype) * 1.5  # non-integer steps are allowed
-        return Case(inputs={}, params=params, static={"ids": ids, "positions": positions})
-
-    return example
-
-
-def _forward(case: Case):
-    f, cache = complex_order_forward(case.static["ids"], case.params["amplitude"], case.params.get("frequency"),
-                                     case.params.get("initial_phase"), positions=case.static["positions"])
-    return {"embedding": f}, cache
-
-
-def _backward(cache: ComplexOrderCache, cot: dict[str, Any]) -> dict[str, Any]:
-    return complex_order_backward(cot["embedding"], cache)
-
-
-for _suffix, _freq, _theta in (("", "word", "word"), (".shared_frequency", "shared", "word"),
-                               (".no_initial_phase", "word", "none"), (".position_free", "none", "word")):
-    register(Mechanism("embeddings.complex_order" + _suffix, PAPER, "embeddings", _example_for(_freq, _theta),
-                       _forward, _backward))

@@ -43,8 +43,6 @@ from ..backend import array_namespace
 from ..nn.layer_norm import init_layer_norm
 from ..nn.linear import LinearCache, init_linear, linear_backward, linear_forward
 from ..nn.losses import IGNORE_INDEX, CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
-from ..random import generator
-from ..registry import Case, Mechanism, register
 from .complex_layers import (ATTENTION_PARAMS, ComplexAttentionCache, ComplexLinearCache, SplitLayerNormCache,
                              complex_attention_backward, complex_attention_forward, complex_linear_backward,
                              complex_linear_forward, parts_to_complex, split_activation_backward,
@@ -155,67 +153,3 @@ def init_complex_transformer(rng, vocab: int, d_model: int, d_ff: int, n_classes
     head = init_linear(rng, 2 * d_model, n_classes, xp=xp, dtype=dtype)
     params["w_out"], params["b_out"] = head["w"], head["b"]
     return params
-
-
-# Registered example: B, T, H, Dh, D, F, V, C pairwise distinct; the last two
-# positions of the last sequence are padding (masked keys, ignored targets).
-_B, _T, _H, _D, _F, _V, _C = 4, 5, 2, 6, 7, 9, 8  # Dh = 3
-#: Smallest |ReLU input| (each part) the example accepts: ten times what a
-#: finite-difference step moves it, so no kink is crossed (margin_check asserts it).
-_MARGIN_RELU = 5e-3
-#: Smallest |S| for the modulus score: |S| curves like 1/|S| near zero, which
-#: would cost the finite differences accuracy (not correctness).
-_MARGIN_SCORE = 0.1
-
-
-def _registered(score: str):
-    def run(case: Case):
-        s = case.static
-        return complex_order_transformer_forward(s["ids"], s["targets"], case.params, n_heads=_H,
-                                                 key_valid=s["key_valid"], positions=s["positions"], score=score)
-
-    def example(seed: int, dtype: Any, xp) -> Case:
-        rng = generator(seed)
-        key_valid = np.ones((_B, _T), dtype=bool)
-        key_valid[-1, -2:] = False
-        ids = rng.integers(0, 7, (_B, _T))  # 20 draws from 7 of 9 words: repeats and unused rows
-        targets = np.where(key_valid, rng.integers(0, _C, (_B, _T)), IGNORE_INDEX)
-        static = {"ids": xp.asarray(ids, dtype=xp.int64), "targets": xp.asarray(targets, dtype=xp.int64),
-                  "key_valid": xp.asarray(key_valid), "positions": xp.arange(_T, dtype=dtype)}
-        for _ in range(500):  # redraw weights until every ReLU input and |S| clears its margin
-            case = Case(inputs={}, params=init_complex_transformer(rng, _V, _D, _F, _C, xp=xp, dtype=dtype),
-                        static=static)
-            _, cache = run(case)
-            pre = cache.layer.act[0].x, cache.layer.act[1].x  # (B, T, F) real and imaginary parts
-            smallest = min(float(xp.min(xp.abs(p))) for p in pre)
-            if smallest > _MARGIN_RELU and float(xp.min(xp.abs(cache.layer.attention.s))) > _MARGIN_SCORE:
-                active = {"active_re": pre[0] > 0, "active_im": pre[1] > 0}
-                return Case(inputs={}, params=case.params, static={**static, **active})
-        raise RuntimeError("no weight draw cleared the ReLU margin")  # pragma: no cover
-
-    def forward(case: Case):
-        (logits, loss), cache = run(case)
-        return {"logits": logits, "loss": loss}, cache
-
-    def backward(cache: ComplexTransformerCache, cot: dict[str, Any]) -> dict[str, Any]:
-        return complex_order_transformer_backward(cot.get("logits"), cot.get("loss"), cache)
-
-    def margin_check(case: Case, _tol: float) -> None:
-        # Only the layer's first half: the ReLU inputs z1 W1 + b1 (same calls as the forward).
-        p, s = case.params, case.static
-        xp = array_namespace(p["amplitude"])
-        z0, _ = complex_order_forward(s["ids"], p["amplitude"], p.get("frequency"), p.get("initial_phase"),
-                                      positions=s["positions"])  # (B, T, D)
-        a, _ = complex_attention_forward(z0, p, n_heads=_H, key_valid=s["key_valid"], score=score)  # (B, T, D)
-        z1, _ = split_layer_norm_forward(z0 + a, p["ln1_gamma"], p["ln1_beta"])  # (B, T, D)
-        h_pre, _ = complex_linear_forward(z1, p["w_1"], p["b_1"])  # (B, T, F)
-        for part, x in (("re", xp.real(h_pre)), ("im", xp.imag(h_pre))):
-            if bool(xp.any((x > 0) != s[f"active_{part}"])):
-                raise ValueError(f"a ReLU input ({part} part) changed sign under the finite-difference step")
-
-    name = "embeddings.complex_order.transformer" + ("" if score == "modulus" else "." + score)
-    return Mechanism(name, PAPER, "embeddings", example, forward, backward, margin_check=margin_check)
-
-
-register(_registered("modulus"))
-register(_registered("hermitian"))

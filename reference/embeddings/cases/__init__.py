@@ -1,0 +1,1 @@
+"""The embeddings mechanisms' configurations, case builders and registrations (one module per mechanism)."""
