@@ -13,6 +13,7 @@ test skips, saying so, only when no Chromium executable is found.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -38,13 +39,31 @@ def chromium() -> str:
     pytest.skip("no Chromium executable on PATH (apt-get install chromium; .ci/setup does it as root)")
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("html")
+def build_docs(out: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "sphinx", "-q", "-b", "html", "-D", "nb_execution_mode=off",
                           "-d", str(out / ".doctrees"), str(ROOT / "docs"), str(out)],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
+    (out / ".complete").touch()
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Path:
+    """One build per test run: under pytest-xdist the workers share it (a lock in the run's temp root)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.mktemp("html")
+        build_docs(out)
+        return out
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp().parent  # this run's folder, common to its workers
+    out = shared / "docs-html"
+    with open(shared / "docs-html.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / ".complete").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            build_docs(out)
     return out
 
 
