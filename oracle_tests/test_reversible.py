@@ -1,5 +1,5 @@
 """Reversible layers: gradient checks, reversible = stored backward, exact reconstruction, chunked FFN,
-memory, an independent torch autograd stack, bad input.
+memory, an independent torch autograd stack (bad input: test_lsh_reversible_bad_input.py).
 
 The torch stack below is written from Y1 = X1 + F(X2), Y2 = X2 + G(Y1) (spec architecture.md §2.3) with
 ordinary autograd; it shares no code with reference/architecture/reversible*.py.
@@ -8,26 +8,28 @@ ordinary autograd; it shares no code with reference/architecture/reversible*.py.
 from __future__ import annotations
 
 import math
-import tracemalloc
 
 import numpy as np
 import pytest
 import torch
 
+from benchmarks.reversible_memory import ff_chunk_peak_mib, peak_mib
 from gradients import check_mechanism
 from test_lsh import torch_lsh
-from gradients.check import random_cotangents
-from reference.architecture.reversible import (reversible_backward, reversible_forward, reversible_inverse,
-                                               stored_backward, stored_forward)
+from reference.architecture.cases.reversible import FULL_EDGES, LSH_EDGES, unflatten_params
+from reference.architecture.reversible import (init_reversible_layers, reversible_backward, reversible_forward,
+                                               reversible_inverse, sample_reversible_tapes, stored_backward,
+                                               stored_forward)
 from reference.architecture.reversible_blocks import (LayerTape, ReversibleConfig, chunked_feed_forward_backward,
                                                       chunked_feed_forward_forward)
-from reference.architecture.reversible_examples import (FULL, LSH, init_reversible_layers, sample_reversible_tapes,
-                                                        unflatten_params)
 from reference.backend import namespace, to_numpy
 from reference.nn.feed_forward import feed_forward_backward, feed_forward_forward, init_feed_forward
+from reference.random import random_cotangents
 from reference.registry import get
 
 NAMES = ["architecture.reversible", "architecture.reversible.lsh"]
+FULL = get("architecture.reversible").make_config().runtime()
+LSH = get("architecture.reversible.lsh").make_config().runtime()
 
 
 def _stack(config, n_layers, *, batch=2, seq=8, d_model=4, d_ff=7, rate=0.1, seed=0, xp=None):
@@ -54,6 +56,25 @@ def test_gradient_check_full_numpy(name):
 def test_gradient_check_array_api_strict(name):
     report = check_mechanism(get(name), backend="array_api_strict", mode="fast")
     assert report.passed, report.table()
+
+
+@pytest.mark.parametrize("name,label", [("architecture.reversible", k) for k in FULL_EDGES]
+                         + [("architecture.reversible.lsh", k) for k in LSH_EDGES])
+def test_edges_on_array_api_strict(name, label):
+    mech = get(name)
+    report = check_mechanism(mech, backend="array_api_strict", mode="fast", config=mech.edge_configs[label])
+    assert report.passed, report.table()
+
+
+def test_intermediates_are_each_layers_hidden_states():
+    mech = get("architecture.reversible")
+    case = mech.example()
+    _, stored = stored_forward(case.inputs["x"], unflatten_params(case.params, 3), case.static["tapes"], FULL)
+    outputs, cache = mech.forward(case)
+    inter = mech.intermediates(cache)
+    assert list(inter) == [f"l{n}.y{s}" for n in range(3) for s in (1, 2)]
+    np.testing.assert_allclose(inter["l0.y1"], stored.inputs[1][0], rtol=1e-12, atol=1e-13)
+    assert np.array_equal(inter["l2.y2"], outputs["y2"])
 
 
 # --- (c) properties: reversible backward = stored backward; reconstruction ----------------------
@@ -121,36 +142,34 @@ def test_chunked_feed_forward_equals_unchunked(xp, n_chunks):
     x = xp.asarray(rng.standard_normal((2, 8, 5)))
     params = init_feed_forward(rng, 5, 7, xp=xp, dtype=xp.float64)
     mask = xp.asarray((rng.uniform(size=(2, 8, 7)) > 0.2) / 0.8)
-    y, caches, bounds = chunked_feed_forward_forward(x, params, n_chunks=n_chunks, dropout_mask=mask)
+    y, cache = chunked_feed_forward_forward(x, params, n_chunks=n_chunks, dropout_mask=mask)
     y_ref, cache_ref = feed_forward_forward(x, params, dropout_mask=mask)
     np.testing.assert_allclose(to_numpy(y), to_numpy(y_ref), rtol=1e-12, atol=1e-14)
     dy = xp.asarray(rng.standard_normal((2, 8, 5)))
-    dx, g = chunked_feed_forward_backward(dy, caches, bounds)
+    dx, g = chunked_feed_forward_backward(dy, cache)
     dx_ref, g_ref = feed_forward_backward(dy, cache_ref)
     np.testing.assert_allclose(to_numpy(dx), to_numpy(dx_ref), rtol=1e-12, atol=1e-14)
     for k in g_ref:
         np.testing.assert_allclose(to_numpy(g[k]), to_numpy(g_ref[k]), rtol=1e-12, atol=1e-14, err_msg=k)
 
 
-def _peak_backward_bytes(backward_pair, n_layers):
+def _peak_backward_mib(pair, n_layers):
     config = ReversibleConfig(n_heads=2, n_ff_chunks=1, activation="gelu_tanh")
     x, layers, tapes = _stack(config, n_layers, batch=2, seq=64, d_model=16, d_ff=64, rate=0.0)
-    forward, backward = backward_pair
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
-    (y1, y2), cache = forward(x, layers, tapes, config)
-    backward(np.ones_like(y1), np.ones_like(y2), cache)
-    peak = tracemalloc.get_traced_memory()[1] - base
-    tracemalloc.stop()
-    return peak
+    return peak_mib(*pair, x, layers, tapes, config)
 
 
 def test_reversible_backward_memory_is_flat_in_depth_stored_grows():
-    rev = [_peak_backward_bytes((reversible_forward, reversible_backward), n) for n in (2, 8)]
-    sto = [_peak_backward_bytes((stored_forward, stored_backward), n) for n in (2, 8)]
+    rev = [_peak_backward_mib((reversible_forward, reversible_backward), n) for n in (2, 8)]
+    sto = [_peak_backward_mib((stored_forward, stored_backward), n) for n in (2, 8)]
     assert rev[1] < 1.3 * rev[0], rev  # flat (parameter gradients grow, activations do not)
     assert sto[1] > 2.5 * sto[0], sto  # stored activations grow with depth
+
+
+def test_feed_forward_chunks_bound_the_peak():
+    """Issue 16.6: B=1, T=1024, D=32, F=4096, 2 layers, float64: 8 chunks at most half the peak of 1."""
+    one, eight = ff_chunk_peak_mib(1), ff_chunk_peak_mib(8)
+    assert eight <= 0.5 * one, (one, eight)
 
 
 # --- (b) an independent torch implementation ---------------------------------------------------
@@ -168,7 +187,7 @@ def _gelu_tanh(h):
     return 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))
 
 
-def _torch_stack(x, layers, tapes, n_heads, lsh=None):
+def _torch_stack(x, layers, tapes, n_heads, lsh=None, causal=False):
     x1 = x2 = x
     for p, tape in zip(layers, tapes):
         h = _ln(x2, p["ln_a.gamma"], p["ln_a.beta"])
@@ -176,10 +195,13 @@ def _torch_stack(x, layers, tapes, n_heads, lsh=None):
         if lsh is None:
             q, k, v = (torch.reshape(h @ p[f"w_{s}"] + p[f"b_{s}"], (b, t, n_heads, d // n_heads)).transpose(1, 2)
                        for s in "qkv")
-            att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // n_heads), -1) * tape.attn_probs
+            s = q @ k.transpose(-1, -2) / math.sqrt(d // n_heads)
+            if causal:
+                s = s.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), -1e9)
+            att = torch.softmax(s, -1) * tape.attn_probs
             a = (att @ v).transpose(1, 2).reshape(b, t, d) @ p["w_o"] + p["b_o"]
         else:  # the independent torch LSH attention of test_lsh.py, with the forward's buckets
-            a = torch_lsh(h, p["w_qk"], p["w_v"], p["w_o"], tape.buckets, n_heads=n_heads, causal=False,
+            a = torch_lsh(h, p["w_qk"], p["w_v"], p["w_o"], tape.buckets, n_heads=n_heads, causal=causal,
                           across=False, **lsh)
         y1 = x1 + a * tape.attn_out  # Y1 = X1 + F(X2)
         h = _ln(y1, p["ln_f.gamma"], p["ln_f.beta"])
@@ -189,42 +211,23 @@ def _torch_stack(x, layers, tapes, n_heads, lsh=None):
     return x1, x2
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_agrees_with_torch_autograd(name):
+@pytest.mark.parametrize("name,label", [(n, None) for n in NAMES] + [("architecture.reversible", "causal"),
+                                                                     ("architecture.reversible.lsh", "causal")])
+def test_agrees_with_torch_autograd(name, label):
     mech = get(name)
-    case = mech.example(0, np.float64, namespace("numpy"))
+    case = mech.example(0, np.float64, namespace("numpy"), mech.edge_configs[label] if label else None)
     outputs, cache = mech.forward(case)
     cot = random_cotangents(outputs)
     grads = mech.backward(cache, cot)
     leaves = {k: _t(v).requires_grad_(True) for k, v in case.differentiable.items()}
-    layers = unflatten_params({k: v for k, v in leaves.items() if k != "x"}, case.static["n_layers"])
+    layers = unflatten_params({k: v for k, v in leaves.items() if k != "x"}, case.config.n_layers)
     tapes = [LayerTape(*(None if a is None else _t(a) for a in tape)) for tape in case.static["tapes"]]
-    lsh = None if name == "architecture.reversible" else dict(n_buckets=LSH.n_buckets, chunk_len=LSH.chunk_len)
-    y1, y2 = _torch_stack(leaves["x"], layers, tapes, FULL.n_heads, lsh)
+    c = case.config
+    lsh = None if c.attention == "full" else dict(n_buckets=c.n_buckets, chunk_len=c.chunk_len)
+    y1, y2 = _torch_stack(leaves["x"], layers, tapes, c.n_heads, lsh, causal=c.causal)
     ((y1 * _t(cot["y1"])).sum() + (y2 * _t(cot["y2"])).sum()).backward()
     for name, got in (("y1", y1), ("y2", y2)):
         np.testing.assert_allclose(got.detach().numpy(), outputs[name], rtol=1e-10, atol=1e-12, err_msg=name)
     for k, leaf in leaves.items():
         scale = max(1.0, float(np.abs(grads[k]).max()))
         np.testing.assert_allclose(leaf.grad.numpy(), grads[k], rtol=1e-10, atol=1e-10 * scale, err_msg=k)
-
-
-# --- (d) bad input -----------------------------------------------------------------------------
-
-def test_bad_input_names_the_argument():
-    x, layers, tapes = _stack(FULL, 2)
-    with pytest.raises(ValueError, match="tapes must have one LayerTape per layer"):
-        reversible_forward(x, layers, tapes[:1], FULL)
-    with pytest.raises(ValueError, match=r"layers\[1\] is missing"):
-        reversible_forward(x, [layers[0], {}], tapes, FULL)
-    with pytest.raises(ValueError, match="x must have shape"):
-        reversible_forward(x[0], layers, tapes, FULL)
-    with pytest.raises(ValueError, match="attention must be one of"):
-        ReversibleConfig(n_heads=2, attention="sparse")
-    with pytest.raises(ValueError, match="exact_bits must lie in"):
-        ReversibleConfig(n_heads=2, exact_bits=60)
-    with pytest.raises(ValueError, match="n_ff_chunks must be <= seq"):
-        reversible_forward(x, layers, tapes, ReversibleConfig(n_heads=2, n_ff_chunks=99))
-    x, layers, tapes = _stack(LSH, 1, rate=0.0)
-    with pytest.raises(ValueError, match="needs tape.buckets"):
-        reversible_forward(x, layers, [tapes[0]._replace(rotations=None)], LSH)

@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace
-from ..attention.lsh import (LSH_PARAMS, hash_margins, lsh_attention_backward, lsh_attention_forward, lsh_hash,
-                             project_queries)
+from ..attention.lsh import LSH_PARAMS, lsh_attention_backward, lsh_attention_forward, lsh_hash, project_queries
 from ..nn.attention import ATTENTION_PARAMS, causal_mask, mha_backward, mha_forward
 from ..nn.dropout import dropout_backward, dropout_forward
 from ..nn.feed_forward import FFN_PARAMS, feed_forward_backward, feed_forward_forward
@@ -131,13 +130,6 @@ def f_backward(dout: Any, cache: FCache) -> tuple[Any, dict[str, Any]]:
         dh, grads = lsh_attention_backward(da, cache.attention)
     dx, g_ln = layer_norm_backward(dh, cache.ln)
     return dx, {"ln_a.gamma": g_ln["gamma"], "ln_a.beta": g_ln["beta"], **grads}
-
-
-def lsh_margin(x: Any, p: dict[str, Any], tape: LayerTape, config: ReversibleConfig) -> float:
-    """Smallest hash margin of this layer's LSH queries at input x (used by examples to avoid ties)."""
-    xp = array_namespace(x)
-    h, _ = layer_norm_forward(x, p["ln_a.gamma"], p["ln_a.beta"], eps=config.ln_eps)
-    return float(xp.min(hash_margins(project_queries(h, p["w_qk"], config.n_heads), tape.rotations)))
 
 
 def chunk_bounds(length: int, n_chunks: int) -> list[tuple[int, int]]:

@@ -4,6 +4,7 @@ Both backward passes are the reversible ones (reconstruction + recomputation + r
 against finite differences of the forward. Parameters are named ``l{n}.{name}`` for layer n.
 
 architecture.reversible      N=3 layers, B=3, T=5, D=4, H=2, F=7, 2 FFN chunks, dropout 0.1 everywhere
+architecture.reversible.stored  the same stack and sizes with ordinary backprop (stored_forward/backward)
 architecture.reversible.lsh  N=2 layers, B=5, T=8, D=6, H=2 (d_k=d_v=3), R=4 rounds, 4 buckets, chunk 4,
                              3 FFN chunks; buckets hashed once from rotations whose every hash clears
                              ``hash_margin`` (layer by layer: each layer's input depends on the layers below)
@@ -23,7 +24,7 @@ from ...nn.layer_norm import layer_norm_forward
 from ...random import generator, normal
 from ...registry import Case, Mechanism, register
 from ..reversible import (init_reversible_layers, reversible_backward, reversible_forward, reversible_intermediates,
-                          sample_reversible_tapes, stored_forward)
+                          sample_reversible_tapes, stored_backward, stored_forward)
 from ..reversible_blocks import ATTENTIONS, ReversibleConfig
 
 PAPER = "Reformer: The Efficient Transformer (Kitaev, Kaiser, Levskaya, ICLR 2020)"
@@ -131,6 +132,18 @@ def backward(cache, cot):
     return {"x": dx, **flatten_params(grads)}
 
 
+def stored_forward_case(case: Case):
+    """The same stack with ordinary backprop (the baseline the reversible backward must equal)."""
+    layers = unflatten_params(case.params, case.config.n_layers)
+    (y1, y2), cache = stored_forward(case.inputs["x"], layers, case.static["tapes"], case.config.runtime())
+    return {"y1": y1, "y2": y2}, cache
+
+
+def stored_backward_case(cache, cot):
+    dx, grads = stored_backward(cot["y1"], cot["y2"], cache)
+    return {"x": dx, **flatten_params(grads)}
+
+
 def margin_check(case: Case, _tol: float) -> None:
     """Re-hash from the rotations at the perturbed point: the buckets must not move."""
     layers = unflatten_params(case.params, case.config.n_layers)
@@ -144,6 +157,9 @@ def margin_check(case: Case, _tol: float) -> None:
 register(Mechanism("architecture.reversible", PAPER, "architecture", build, forward, backward,
                    config=ReversibleStackConfig, edge_configs=FULL_EDGES, realistic=REALISTIC,
                    intermediates=reversible_intermediates))
+register(Mechanism("architecture.reversible.stored", PAPER, "architecture", build, stored_forward_case,
+                   stored_backward_case, config=ReversibleStackConfig,
+                   edge_configs={k: FULL_EDGES[k] for k in ("depth_1", "causal", "one_ff_chunk")}))
 register(Mechanism("architecture.reversible.lsh", PAPER, "architecture", build, forward, backward,
                    margin_check=margin_check, config=ReversibleStackConfig, defaults=LSH_DEFAULTS,
                    edge_configs=LSH_EDGES, realistic=LSH_REALISTIC, intermediates=reversible_intermediates))
