@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from ..backend import array_namespace
 from ..random import normal
-from ..validate import require_finite, require_float, require_index_range, require_shape
+from ..validate import require_finite, require_float, require_index_range, require_int, require_shape
 from .embedding import EmbeddingCache, embedding_backward, embedding_forward
 from .layer_norm import LayerNormCache, init_layer_norm, layer_norm_backward, layer_norm_forward
 
@@ -40,6 +40,7 @@ class BertEmbeddingsCache(NamedTuple):
 
 def require_ids(name: str, ids: Any, vocab: int) -> None:
     """``ids`` must be a non-empty (batch, seq) integer array with values in [0, vocab)."""
+    require_int(name, ids)
     require_shape(name, ids, ["batch", "seq"], [None, None])
     if ids.shape[0] == 0 or ids.shape[1] == 0:
         raise ValueError(f"{name} must hold at least one sequence of at least one token, got shape {tuple(ids.shape)}")
@@ -74,6 +75,7 @@ def bert_embeddings_forward(ids: Any, params: dict[str, Any], *, segments: Any |
         if "seg" not in params:
             raise ValueError("segments were given but params has no 'seg' table")
         require_tables(params, ("seg",))
+        require_int("segments", segments)
         require_shape("segments", segments, ["batch", "seq"], list(ids.shape))
         require_index_range("segments", segments, params["seg"].shape[0])
         s_seg, seg = embedding_forward(segments, params["seg"])  # (B, T, E)

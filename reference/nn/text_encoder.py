@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..validate import require_bool, require_shape
+from ..validate import require_bool, require_int, require_shape
 from .attention import ATTENTION_PARAMS, padding_mask
 from .bert_embeddings import (BertEmbeddingsCache, bert_embeddings_backward, bert_embeddings_forward,
                               init_bert_embeddings)
@@ -47,6 +47,7 @@ def text_encoder_forward(ids: Any, pad: Any, params: dict[str, Any], *, n_heads:
     """ids (B, T) int, pad (B, T) bool (True = real token). Returns h (B, T, D).
 
     ``padding_idx``: HuggingFace's ``nn.Embedding`` padding_idx (that token's input-embedding gradient is dropped)."""
+    require_int("ids", ids)
     require_shape("ids", ids, ["batch", "seq"], [None, None])
     require_bool("pad", pad)
     require_shape("pad", pad, ["batch", "seq"], list(ids.shape))

@@ -39,7 +39,7 @@ from ..nn.linear import LinearCache, init_linear, linear_backward, linear_forwar
 from ..nn.losses import CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
 from ..nn.text_encoder import TextEncoderCache, init_text_encoder, text_encoder_backward, text_encoder_forward
 from ..nn.bert_embeddings import require_ids, require_tables
-from ..validate import require_index_range, require_shape
+from ..validate import require_index_range, require_int, require_shape
 
 NEXT, PREVIOUS, RANDOM = 0, 1, 2
 N_CLASSES = 3
@@ -62,8 +62,10 @@ def structbert_sentence_forward(ids: Any, segments: Any, pad: Any, labels: Any, 
     require_tables(params, ("tok", "seg"))
     require_shape("params['tok']", params["tok"], ["vocab", "dim"], [None, None])
     require_ids("ids", ids, params["tok"].shape[0])
+    require_int("segments", segments)
     require_shape("segments", segments, ["batch", "seq"], list(ids.shape))
     require_index_range("segments", segments, params["seg"].shape[0])
+    require_int("labels", labels)
     require_shape("labels", labels, ["batch"], [ids.shape[0]])
     require_index_range("labels", labels, N_CLASSES)
     h, encoder = text_encoder_forward(ids, pad, params, n_heads=n_heads, n_layers=n_layers, segments=segments,
