@@ -16,14 +16,20 @@ import torch.nn.functional as Fn
 
 from gradients import check_mechanism
 from gradients.compare import compare_torch
-from reference.attention.lsra import LSRAConfig, lsra_backward, lsra_forward
+from reference.attention.cases.lsra import VARIANTS as CASE_VARIANTS
+from reference.attention.cases.lsra import centre_relu_bias
+from reference.attention.lsra import LSRAConfig, init_lsra, lsra_backward, lsra_forward
 from reference.attention.lsra_conv import (dynamic_conv_forward, expand_heads, lightweight_conv_backward,
                                            lightweight_conv_forward)
-from reference.attention.lsra_examples import CONFIGS, init_lsra
 from reference.backend import namespace, to_numpy
 from reference.registry import get
 
-VARIANTS = list(CONFIGS)
+VARIANTS = list(CASE_VARIANTS)
+#: Layer hyperparameters at D = 10 (Da = 4, Ha = 2, Dc = 6, Hc = 3) for the property tests below.
+CONFIGS = {
+    "attention.lsra": LSRAConfig(4, 2, 3, 3, conv="lightweight", glu=True),
+    "attention.lsra.dynamic": LSRAConfig(4, 2, 3, 3, conv="dynamic", glu=True),
+}
 
 
 def _np():
@@ -67,7 +73,8 @@ def test_random_directions_array_api_strict(name):
 def torch_lsra(x, p, st, cfg: LSRAConfig):
     b, t, d = x.shape
     da, dc, ha, hc, k = cfg.d_attn, d - cfg.d_attn, cfg.n_attn_heads, cfg.n_conv_heads, cfg.kernel_size
-    drop = st["dropout"]
+    masks = st.get("dropout")
+    drop = masks if masks is not None else {k: 1.0 for k in ("attn_probs", "weight", "branch", "ffn_inner", "ffn")}
     valid = st.get("valid")
     xa, xc = x[..., :da], x[..., da:]
     # Global branch: multi-head attention over the first da channels.
@@ -91,7 +98,7 @@ def torch_lsra(x, p, st, cfg: LSRAConfig):
     z = Fn.glu(u, dim=-1) if cfg.glu else u
     if keep is not None and cfg.pad_mask_site == "pre_conv":
         z = z * keep
-    left = k - 1 if cfg.causal else k // 2
+    left = k - 1 if cfg.causal else (k - 1) // 2  # even K: the extra tap on the right (fairseq padding_l)
     r = dc // hc
     head = torch.arange(dc) // r if cfg.head_layout == "contiguous" else torch.arange(dc) % hc
     if cfg.conv == "lightweight":
@@ -111,10 +118,38 @@ def torch_lsra(x, p, st, cfg: LSRAConfig):
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_torch_autograd_agrees(name):
-    config = CONFIGS[name]
+    config = get(name).make_config().layer()
     report = compare_torch(name, lambda i, p, s: {"y": torch_lsra(i["x"], p, s, config)}, rtol=1e-10)
     assert report.passed, report.table()
     assert max(r.max_rel_error for r in report.results if r.tensor.startswith("outputs")) < 1e-10
+
+
+@pytest.mark.parametrize("name, label", [(n, label) for n in VARIANTS for label in get(n).edge_configs])
+def test_torch_autograd_agrees_at_every_edge_configuration(name, label):
+    mechanism = get(name)
+    config = mechanism.make_config(mechanism.edge_configs[label])
+    report = compare_torch(mechanism, lambda i, p, s: {"y": torch_lsra(i["x"], p, s, config.layer())},
+                           config=config, rtol=1e-10)
+    assert report.passed, report.table()
+
+
+def test_relu_margin_holds_at_a_large_configuration():
+    """The builder re-centres the FFN bias so that no ReLU input lies within the margin of its kink."""
+    from reference.attention.cases.lsra import RELU_MARGIN
+    mechanism = get("attention.lsra")
+    case = mechanism.example(0, config={"batch": 4, "seq_len": 40, "d_model": 48, "d_attn": 24, "n_attn_heads": 4,
+                                        "n_conv_heads": 4})
+    _, cache = mechanism.forward(case)
+    pre = to_numpy(cache.ffn.inner.x) @ to_numpy(case.params["w_1"]) + to_numpy(case.params["b_1"])
+    assert np.abs(pre).min() >= RELU_MARGIN * 0.999
+    assert 0.2 < (pre > 0).mean() < 0.9  # the kink is still used: not every unit is always on
+
+
+def test_centre_relu_bias_picks_a_gap_near_the_median():
+    pre = np.array([[-1.0], [-0.9], [0.0], [0.5], [0.52]])
+    bias = centre_relu_bias(pre, 0.05)
+    shifted = pre[:, 0] + bias[0]
+    assert np.abs(shifted).min() >= 0.05 and (shifted > 0).sum() in (2, 3)
 
 
 # --- (c) properties ----------------------------------------------------------------------------
