@@ -89,3 +89,74 @@ def test_weight_conversion_round_trips():
 def test_training_mode_is_refused():
     with pytest.raises(ValueError, match="eval"):
         compare_module(lsh_module(False).train(), seq_len=256)
+
+
+# --- ALBERT and ELECTRA at non-default sizes
+
+def albert_config(groups: int, **fields):
+    sizes = dict(vocab_size=17, embedding_size=5, hidden_size=12, num_hidden_layers=3, num_attention_heads=4,
+                 intermediate_size=10, max_position_embeddings=16, num_hidden_groups=groups,
+                 attn_implementation="eager")
+    sizes.update(fields)
+    return transformers.AlbertConfig(**sizes)
+
+
+@pytest.mark.parametrize("groups", [1, 3], ids=["sharing_all", "sharing_none"])
+@pytest.mark.parametrize("cls", ["AlbertModel", "AlbertForPreTraining"])
+def test_albert_passes_at_every_sharing_hf_supports(cls, groups):
+    torch.manual_seed(0)
+    module = getattr(transformers, cls)(albert_config(groups)).double().eval()
+    report = compare_module(module, seq_len=9, batch=3)
+    assert report.passed, report.table()
+    tensors = {r.tensor for r in report.results}
+    assert "intermediates.layer3.attention_probs" in tensors and "intermediates.hidden3" in tensors
+    assert any(t.startswith("grads.tok (") for t in tensors)
+    assert any("padding_idx" in n for n in report.notes)
+
+
+def test_albert_without_pooler_and_a_grouping_hf_has_but_the_paper_has_not():
+    torch.manual_seed(0)
+    module = transformers.AlbertModel(albert_config(1), add_pooling_layer=False).double().eval()
+    report = compare_module(module, seq_len=6)
+    assert report.passed and "outputs.pooled" not in {r.tensor for r in report.results}, report.table()
+    with pytest.raises(ValueError, match="num_hidden_groups"):
+        compare_module(transformers.AlbertModel(albert_config(2, num_hidden_layers=4)).double().eval(), seq_len=6)
+
+
+def test_albert_padding_departure_switched_off_names_the_padding_row():
+    torch.manual_seed(0)
+    module = transformers.AlbertModel(albert_config(1)).double().eval()
+    report = compare_module(module, seq_len=9, batch=3, seed=1, departures={"padding_idx": False}, diagnose=False)
+    assert [r.tensor for r in report.failures] == ["grads.tok (embeddings.word_embeddings.weight)"], report.table()
+    assert report.failures[0].worst.startswith("(0,")
+
+
+def electra_config(**fields):
+    sizes = dict(vocab_size=13, embedding_size=5, hidden_size=9, num_hidden_layers=2, num_attention_heads=3,
+                 intermediate_size=7, max_position_embeddings=20, attn_implementation="eager")
+    sizes.update(fields)
+    return transformers.ElectraConfig(**sizes)
+
+
+@pytest.mark.parametrize("cls", ["ElectraForPreTraining", "ElectraForMaskedLM"])
+def test_electra_discriminator_and_generator_pass(cls):
+    torch.manual_seed(0)
+    module = getattr(transformers, cls)(electra_config()).double().eval()
+    report = compare_module(module, seq_len=8, batch=3)
+    assert report.passed, report.table()
+    own = "hf_label_cast" if cls == "ElectraForPreTraining" else "gelu_generator_head"
+    assert any(f"departure applied to the oracle: {own}" in n for n in report.notes)
+
+
+def test_electra_tanh_gelu_and_equal_widths():
+    torch.manual_seed(0)
+    module = transformers.ElectraForPreTraining(electra_config(hidden_act="gelu_new", embedding_size=9,
+                                                               num_hidden_layers=1)).double().eval()
+    assert compare_module(module, seq_len=7).passed
+
+
+def test_electra_label_cast_switched_off_is_a_real_difference():
+    torch.manual_seed(0)
+    module = transformers.ElectraForPreTraining(electra_config()).double().eval()
+    report = compare_module(module, seq_len=8, departures={"hf_label_cast": False}, diagnose=False)
+    assert "outputs.disc_loss" in {r.tensor for r in report.failures}
