@@ -15,6 +15,7 @@ Forward:
     logits = MLMHead(h)   (dense -> GELU -> LayerNorm -> tok^T + bias, tied)   (B, T, V)
     L_MLM = mean_{t in M} -log softmax(logits_t)[x_t]
     L_word = mean_{t in shuffled} -log softmax(logits_t)[x_t]          Eq. (1): max sum log P(pos_t = x_t | x~)
+             (word_reduction="sum": the sum over shuffled positions, Eq. (1) as written)
     L = L_MLM + L_word
 
 Backward:
@@ -27,8 +28,11 @@ P(pos_i = t_i) -> softmax(logits); theta -> params.
 
 Deviations / findings:
 - The paper gives Eq. (1) as a sum of log-likelihoods; averaging over shuffled positions (like
-  BERT's MLM average) is this oracle's choice; the authors' pretraining code is not public
-  (their release has fine-tuning code only), so the exact normalisation is not confirmed.
+  BERT's MLM average, the spec's reading, spec/objectives.md Sec. 2 item 3) is the default and
+  ``word_reduction="sum"`` the option; the authors' pretraining code is not public (their release,
+  alibaba/AliceMind StructBERT/, has fine-tuning code only), so the normalisation is not confirmed.
+- Defaults from the paper as the spec reads it [spec, paper recalled]: BERT's 15% masking (80/10/10),
+  5% of trigrams, K = 3. The tanh GELU is BERT's TF modeling.py form [recalled]; "gelu" is the option.
 - "5% of trigrams" is read as a share of the valid windows, rounded, at least one per sequence;
   a sequence with no valid window is an error, not silently skipped.
 - The MLM and word objectives share one output head (the paper uses the MLM softmax for both).
