@@ -14,15 +14,17 @@ import pytest
 import torch
 import torch.nn.functional as Fn
 
-from gradients import check_mechanism
+from gradients import check_gradients, check_mechanism
 from gradients.compare import compare_torch
-from reference.attention.extra_hop import adjacency_from_edges, extra_hop_backward, extra_hop_forward
-from reference.attention.extra_hop_examples import EDGES, HOP_HEADS, H, init_hop
+from reference.attention.cases.extra_hop import MIXED_EDGES
+from reference.attention.extra_hop import adjacency_from_edges, extra_hop_backward, extra_hop_forward, init_hop
 from reference.attention.extra_hop_layer import node_head_forward, xh_layer_forward
 from reference.backend import namespace, to_numpy
 from reference.registry import get
 
 VARIANTS = ["attention.extra_hop", "attention.extra_hop.gat"]
+EDGES = list(MIXED_EDGES)
+HOP_HEADS = 2  # for the hop-only property tests below (d = 8)
 
 
 def _np():
@@ -103,30 +105,44 @@ def _ffn(x, p):
     return Fn.gelu(x @ p["w_1"] + p["b_1"]) @ p["w_2"] + p["b_2"]
 
 
-def torch_xh(x, p, st, variant):
+def torch_xh(x, p, st, config):
+    """Eq. (6): a post-LN BERT layer; Eq. (8): the hop merged into [CLS] is the layer's output; Eq. (9): the other
+    tokens unchanged. The same placement for both hops."""
     d = x.shape[-1]
     ln = lambda z, g, b: Fn.layer_norm(z, (d,), p[g], p[b], eps=1e-12)  # noqa: E731
     adjacency, valid = st["adjacency"], st["valid"]
-    h1 = ln(x + _mha(x, p, H, valid), "ln1_gamma", "ln1_beta")
-    if variant == "paper":
-        first = torch_paper_hop(h1[:, 0], adjacency, p, HOP_HEADS)
-        h1 = torch.cat([first[:, None], h1[:, 1:]], 1)
-        y = ln(h1 + _ffn(h1, p), "ln2_gamma", "ln2_beta")
-    else:
-        y0 = ln(h1 + _ffn(h1, p), "ln2_gamma", "ln2_beta")
-        y = torch.cat([torch_gat_hop(y0[:, 0], adjacency, p, HOP_HEADS)[:, None], y0[:, 1:]], 1)
+    h1 = ln(x + _mha(x, p, config.n_heads, valid), "ln1_gamma", "ln1_beta")
+    y0 = ln(h1 + _ffn(h1, p), "ln2_gamma", "ln2_beta")
+    hop = torch_paper_hop if config.hop == "paper" else torch_gat_hop
+    y = torch.cat([hop(y0[:, 0], adjacency, p, config.hop_heads)[:, None], y0[:, 1:]], 1)
     s = (y[:, 0] @ p["w_node"] + p["b_node"]).reshape(-1)
-    if variant == "paper":
+    if config.head == "softmax":
         loss = -torch.log_softmax(s, 0)[int(st["gold"])]
     else:
         loss = Fn.binary_cross_entropy_with_logits(s, st["labels"])
     return {"y": y, "node_logits": s, "loss": loss}
 
 
-@pytest.mark.parametrize("name, variant", [("attention.extra_hop", "paper"), ("attention.extra_hop.gat", "gat")])
-def test_torch_autograd_agrees(name, variant):
-    report = compare_torch(name, lambda i, p, s: torch_xh(i["x"], p, s, variant), rtol=1e-10)
+@pytest.mark.parametrize("name, label", [(n, label) for n in VARIANTS for label in ("default", *get(n).edge_configs)])
+def test_torch_autograd_agrees(name, label):
+    mechanism = get(name)
+    config = mechanism.make_config(mechanism.edge_configs.get(label))
+    report = compare_torch(mechanism, lambda i, p, s: torch_xh(i["x"], p, s, config), config=config, rtol=1e-10)
     assert report.passed, report.table()
+
+
+def test_non_hub_tokens_are_the_layers_own_output():
+    """Eq. (9): rows t >= 1 of the layer's output equal nn.encoder_layer's; only row 0 carries the hop."""
+    from reference.attention.extra_hop_layer import LAYER_PARAMS
+    from reference.nn.attention import padding_mask
+    from reference.nn.encoder_layer import encoder_layer_forward
+    mechanism = get("attention.extra_hop")
+    case = mechanism.example(0)
+    y = to_numpy(mechanism.run(case)["y"])
+    y0, _ = encoder_layer_forward(case.inputs["x"], {k: case.params[k] for k in LAYER_PARAMS}, n_heads=3,
+                                  mask=padding_mask(case.static["valid"]), eps=1e-12)
+    np.testing.assert_array_equal(y[:, 1:], to_numpy(y0)[:, 1:])
+    assert np.abs(y[:, 0] - to_numpy(y0)[:, 0]).max() > 1e-3
 
 
 # --- (c) graph properties ----------------------------------------------------------------------
@@ -212,23 +228,22 @@ def test_information_flows_one_hop_per_layer():
 
 
 def test_hop_gradient_of_the_code_variant_sums_w_fc_over_heads():
-    """W_fc and W_res are shared by every head: their gradient is the sum of per-head contributions (spec §4.3)."""
+    """W_fc and W_res are shared by every head: their gradient is the sum of per-head contributions (spec §4.3),
+    checked element by element against finite differences by the checker."""
     xp, params, c = _hop_case("gat", seed=4)
     adj = _adj(xp, EDGES)
-    out, cache = extra_hop_forward(c, adj, params, n_heads=HOP_HEADS, variant="gat")
-    dout = xp.asarray(np.random.default_rng(5).standard_normal(out.shape))
-    _, grads = extra_hop_backward(dout, cache)
-    eps = 1e-6
-    w = to_numpy(params["w_fc"])
-    fd = np.zeros_like(w)
-    for i in range(w.shape[0]):
-        for j in range(w.shape[1]):
-            for sign in (1, -1):
-                wp = w.copy()
-                wp[i, j] += sign * eps
-                o = extra_hop_forward(c, adj, {**params, "w_fc": xp.asarray(wp)}, n_heads=HOP_HEADS, variant="gat")[0]
-                fd[i, j] += sign * float(np.sum(to_numpy(o) * to_numpy(dout))) / (2 * eps)
-    np.testing.assert_allclose(to_numpy(grads["w_fc"]), fd, rtol=1e-6, atol=1e-8)
+
+    def fn(arrays):
+        return extra_hop_forward(arrays["c"], adj, {**params, **arrays}, n_heads=HOP_HEADS, variant="gat")[0]
+
+    def grad_fn(arrays, cot):
+        dc, grads = extra_hop_backward(cot, extra_hop_forward(arrays["c"], adj, {**params, **arrays},
+                                                              n_heads=HOP_HEADS, variant="gat")[1])
+        return {"c": dc, "w_fc": grads["w_fc"], "w_res": grads["w_res"]}
+
+    report = check_gradients(fn, grad_fn, {"c": c, "w_fc": params["w_fc"], "w_res": params["w_res"]}, mode="full",
+                             name="gat hop")
+    assert report.passed, report.table()
 
 
 def test_parameter_counts_at_bert_base_width():

@@ -18,11 +18,11 @@ from reference.registry import get
 
 TREES = {"chain": ["(S (A (B (C x y))))"], "flat": ["(S a b c d e)"], "right": ["(S a (X b (Y c (Z d (W e f)))))"],
          "batch": ["(S (NP the cat) (VP sat (PP on mats)))", "(S (A (B (C x y))))", "(S a (X b (Y c d)))"]}
-VARIANTS = {"paper": ("paper", "concat"), "code": ("code", "interleave")}
+VARIANTS = {"paper_recalled": ("paper_recalled", "concat"), "code": ("code", "interleave")}
 
 
 @pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
-@pytest.mark.parametrize("name", ["embeddings.hierarchical", "embeddings.hierarchical.code"])
+@pytest.mark.parametrize("name", ["embeddings.hierarchical", "embeddings.hierarchical.paper_recalled"])
 def test_every_element(name, backend):
     report = check_mechanism(get(name), backend=backend, mode="full")
     assert report.passed, report.table()
@@ -41,7 +41,7 @@ def torch_hierarchical(trees, ev, eh, n_pad, m_pad, vertical, layout):
                 if j >= tree.m or j not in chain:
                     line.append(torch.zeros(2 * width, dtype=ev.dtype))
                     continue
-                count_v = chain.index(j) + 1 if vertical == "paper" else len(tree.ancestors(j))
+                count_v = chain.index(j) + 1 if vertical == "paper_recalled" else len(tree.ancestors(j))
                 count_h = i - tree.spans[j][0] + 1
                 v, h = ev[min(count_v, ev.shape[0]) - 1], eh[min(count_h, eh.shape[0]) - 1]
                 line.append(torch.cat([v, h]) if layout == "concat" else torch.stack([h, v], -1).reshape(-1))
@@ -77,7 +77,7 @@ def test_indices_paper_versus_code_and_zero_outside_spans():
     tb = batch_trees(["(S (NP1 a b) (VP c (NP2 d (PP e f))))"], xp=xp)
     ev = np.arange(1.0, 6.0)[:, None]  # row r holds r + 1: the embedding reads back the 1-based index
     eh = 10.0 * np.arange(1.0, 8.0)[:, None]
-    e_paper, _ = hierarchical_embedding_forward(ev, eh, tb, vertical="paper")
+    e_paper, _ = hierarchical_embedding_forward(ev, eh, tb, vertical="paper_recalled", layout="concat")
     e_code, _ = hierarchical_embedding_forward(ev, eh, tb, vertical="code", layout="interleave")
     mem = np.asarray(tb.membership)[0]
     np.testing.assert_array_equal(e_paper[0, ..., 0], np.asarray(tb.path_len)[0])  # |V^i_j|
@@ -109,6 +109,6 @@ def test_rows_never_read_get_no_gradient():
 ])
 def test_bad_input(kwargs, err, match):
     tb = batch_trees(["(S a b)"], xp=namespace("numpy"))
-    a = {"ev": np.ones((3, 2)), "eh": np.ones((3, 2)), "layout": "concat", "vertical": "paper", **kwargs}
+    a = {"ev": np.ones((3, 2)), "eh": np.ones((3, 2)), "layout": "concat", "vertical": "paper_recalled", **kwargs}
     with pytest.raises(err, match=match):
         hierarchical_embedding_forward(a["ev"], a["eh"], tb, vertical=a["vertical"], layout=a["layout"])

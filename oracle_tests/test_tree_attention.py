@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from gradients import check_mechanism
-from reference.attention.tree import (CODE_OPTIONS, PAPER_OPTIONS, init_tree_attention, tree_attention_backward,
-                                      tree_attention_forward)
+from reference.attention.tree import (CODE_OPTIONS, PAPER_RECALLED_OPTIONS, init_tree_attention,
+                                      tree_attention_backward, tree_attention_forward)
 from reference.attention.tree_accumulation import hierarchical_accumulation_forward
 from reference.attention.tree_input import Tree, batch_trees, parse_tree
 from reference.backend import namespace, to_numpy
@@ -39,7 +39,7 @@ def test_every_element_numpy(name):
 
 # array_api_strict is ~4x slower: 12 evenly spread elements of each tensor, first and last included
 # (the every-element run is `python -m gradients check attention.tree --backend array_api_strict`).
-@pytest.mark.parametrize("name", ["attention.tree", "attention.tree.code", "attention.tree.accumulation"])
+@pytest.mark.parametrize("name", ["attention.tree", "attention.tree.paper_recalled", "attention.tree.accumulation"])
 def test_elements_array_api_strict(name):
     report = check_mechanism(get(name), backend="array_api_strict", mode="full", max_elements=12)
     assert report.passed, report.table()
@@ -54,7 +54,7 @@ def _chain(tree: Tree, i: int) -> list[int]:
 
 def _embedding(tree, i, j, ev, eh, opts):
     chain = _chain(tree, i)
-    count_v = chain.index(j) + 1 if opts["vertical"] == "paper" else len(tree.ancestors(j))
+    count_v = chain.index(j) + 1 if opts["vertical"] == "paper_recalled" else len(tree.ancestors(j))
     count_h = i - tree.spans[j][0] + 1
     v = ev[min(count_v, ev.shape[0]) - 1]
     h = eh[min(count_h, eh.shape[0]) - 1]
@@ -74,9 +74,11 @@ def _accumulate(tree, l, n, w, m_pad, opts, ev=None, eh=None):
             chain = _chain(tree, i)
             path = chain[:chain.index(j) + 1]
             num = l[:, i] + sum(n[:, t] + (0.0 if ev is None else _embedding(tree, i, t, ev, eh, opts)) for t in path)
-            den = len(path) + 1 if opts["mean"] == "paper" else max(len(path), 1)
+            den = {"paper_recalled": len(path) + 1, "mean": max(len(path), 1), "none": 1,
+                   "sqrt_mean": max(math.sqrt(len(path)), 1.0)}[opts["up_norm"]]
             total = total + w[i][:, None] * num / den
-        rows.append(total / (e - s + 1))
+        span = e - s + 1
+        rows.append(total / {"mean": span, "none": 1, "sqrt_mean": math.sqrt(span)}[opts["agg_norm"]])
     return torch.stack(rows, 1)
 
 
@@ -109,6 +111,7 @@ def torch_tree_attention(trees, xl, xn, p, heads, opts, mask="subtree"):
 
     q, k, v = proj("q"), proj("k"), proj("v")
     w = xl @ p["u_s"] + p["b_s"]  # (B, N, H)
+    w = {"none": w, "sigmoid": torch.sigmoid(w), "tanh": torch.tanh(w)}[opts.get("proj_act", "none")]
     outs = []
     for bi, tree in enumerate(trees):
         ev, eh = p.get("e_vertical"), p.get("e_horizontal")
@@ -167,7 +170,11 @@ def _assert_agree(got, want, tol=1e-10):
         assert err[k] <= tol * scale, f"{key}{list(k)}: oracle {a[k]!r}, torch {b[k]!r} (abs error {err[k]:.3g})"
 
 
-@pytest.mark.parametrize("options", [PAPER_OPTIONS, CODE_OPTIONS], ids=["paper", "code"])
+CLASS_DEFAULTS = {**CODE_OPTIONS, "up_norm": "none", "agg_norm": "none", "proj_act": "tanh"}
+
+
+@pytest.mark.parametrize("options", [PAPER_RECALLED_OPTIONS, CODE_OPTIONS, CLASS_DEFAULTS],
+                         ids=["paper_recalled", "code", "class_defaults_tanh"])
 @pytest.mark.parametrize("trees", [[CHAIN], [FLAT], [RIGHT], [EXAMPLE, CHAIN, FLAT, RIGHT]],
                          ids=["chain", "flat", "right_branching", "batch"])
 def test_torch_agrees(trees, options):
@@ -176,21 +183,26 @@ def test_torch_agrees(trees, options):
 
 
 def test_torch_agrees_all_mask_without_embeddings():
-    got, want = _run_both([EXAMPLE, RIGHT], PAPER_OPTIONS, mask="all", embeddings=False, heads=4, seed=3)
+    got, want = _run_both([EXAMPLE, RIGHT], PAPER_RECALLED_OPTIONS, mask="all", embeddings=False, heads=4, seed=3)
     _assert_agree(got, want)
 
 
-def test_registered_example_through_compare_torch():
+@pytest.mark.parametrize("name, label", [(n, label) for n in ("attention.tree", "attention.tree.paper_recalled",
+                                                                   "attention.tree.class_defaults")
+                                          for label in ("default", *get(n).edge_configs)])
+def test_registered_cases_through_compare_torch(name, label):
     from gradients.compare import compare_torch
 
-    mech = get("attention.tree")
+    mech = get(name)
+    config = mech.make_config(mech.edge_configs.get(label))
+    trees = [parse_tree(t, collapse=config.collapse) for t in config.trees]
+    opts = {k: getattr(config, k) for k in CODE_OPTIONS}
 
     def fn(inputs, params, static):
-        from reference.attention.tree import EXAMPLE_TREES, N_HEADS
-        trees = [parse_tree(t) for t in EXAMPLE_TREES]
-        return {"y": torch_tree_attention(trees, inputs["x_leaves"], inputs["x_nodes"], params, N_HEADS, PAPER_OPTIONS)}
+        return {"y": torch_tree_attention(trees, inputs["x_leaves"], inputs["x_nodes"], params, config.n_heads, opts,
+                                          config.mask)}
 
-    report = compare_torch(mech, fn)
+    report = compare_torch(mech, fn, config=config)
     assert report.passed, report.table()
 
 
@@ -239,17 +251,20 @@ def test_affinity_accumulation_equals_key_accumulation():
 
 
 def test_upward_average_includes_the_leaf_in_the_paper_mean_only():
-    """Flat tree, zero node vector: paper n̂ = Σ w_i l_i / (2 n), code n̂ = Σ w_i l_i / n."""
+    """Flat tree, zero node vector: recalled paper n̂ = Σ w_i l_i / (2 n), code n̂ = Σ w_i l_i / n, class default
+    (no norms) n̂ = Σ w_i l_i."""
     xp = namespace("numpy")
     rng = np.random.default_rng(2)
     tb = batch_trees([FLAT], xp=xp)
     l, w = rng.standard_normal((1, 1, 5, 3)), rng.standard_normal((1, 1, 5))
     nodes = np.zeros((1, 1, 1, 3))
-    paper, _ = hierarchical_accumulation_forward(l, nodes, w, tb, mean="paper")
-    code, _ = hierarchical_accumulation_forward(l, nodes, w, tb, mean="code")
+    paper, _ = hierarchical_accumulation_forward(l, nodes, w, tb, up_norm="paper_recalled")
+    code, _ = hierarchical_accumulation_forward(l, nodes, w, tb)
+    bare, _ = hierarchical_accumulation_forward(l, nodes, w, tb, up_norm="none", agg_norm="none")
     want = (w[0, 0] @ l[0, 0]) / 5
     np.testing.assert_allclose(paper[0, 0, 0], want / 2, rtol=1e-13)
     np.testing.assert_allclose(code[0, 0, 0], want, rtol=1e-13)
+    np.testing.assert_allclose(bare[0, 0, 0], want * 5, rtol=1e-13)
 
 
 def _forward_np(xl, xn, params, tb, **kw):
@@ -257,7 +272,11 @@ def _forward_np(xl, xn, params, tb, **kw):
     return np.asarray(y)
 
 
-@pytest.mark.parametrize("options", [PAPER_OPTIONS, CODE_OPTIONS], ids=["paper", "code"])
+CLASS_DEFAULTS = {**CODE_OPTIONS, "up_norm": "none", "agg_norm": "none", "proj_act": "tanh"}
+
+
+@pytest.mark.parametrize("options", [PAPER_RECALLED_OPTIONS, CODE_OPTIONS, CLASS_DEFAULTS],
+                         ids=["paper_recalled", "code", "class_defaults_tanh"])
 def test_a_node_sees_only_its_subtree_and_leaves_never_see_nodes(options):
     xp = namespace("numpy")
     rng = np.random.default_rng(4)
@@ -309,7 +328,7 @@ def _random_tree(rng, n_leaves, depth=0):
     return "(X " + " ".join(_random_tree(rng, int(s), depth + 1) for s in sizes) + ")"
 
 
-@pytest.mark.parametrize("mean", ["paper", "code"])
+@pytest.mark.parametrize("mean", ["paper_recalled", "mean", "none", "sqrt_mean"])
 def test_accumulation_on_random_trees_matches_explicit_paths(mean):
     """30 random trees (unary chains, flat and deep nodes) in batches of 3: the vectorised path
     tensor equals an explicit walk up each leaf's ancestors."""
@@ -320,8 +339,9 @@ def test_accumulation_on_random_trees_matches_explicit_paths(mean):
         tb = batch_trees(trees, xp=xp)
         b, n, m = tb.membership.shape
         l, nodes, w = rng.standard_normal((b, 2, n, 3)), rng.standard_normal((b, 2, m, 3)), rng.standard_normal((b, 2, n))
-        got, _ = hierarchical_accumulation_forward(l, nodes, w, tb, mean=mean)
-        opts = {"mean": mean}
+        agg = "mean" if mean == "paper_recalled" else mean
+        got, _ = hierarchical_accumulation_forward(l, nodes, w, tb, up_norm=mean, agg_norm=agg)
+        opts = {"up_norm": mean, "agg_norm": agg}
         for bi, tree in enumerate(trees):
             want = _accumulate(tree, torch.from_numpy(l[bi]), torch.from_numpy(nodes[bi]),
                                torch.from_numpy(w[bi].T), m, opts).numpy()
@@ -343,7 +363,9 @@ def _small():
     (lambda a: {**a, "xl": a["xl"][:, :4]}, r"x_leaves must have shape \(batch, leaves, d_model\)"),
     (lambda a: {**a, "xn": a["xn"][..., :6]}, r"x_nodes must have shape \(batch, nodes, d_model\)"),
     (lambda a: {**a, "kw": {"accumulate": "keys"}}, "accumulate must be"),
-    (lambda a: {**a, "kw": {"mean": "median"}}, "mean must be"),
+    (lambda a: {**a, "kw": {"up_norm": "median"}}, "up_norm must be"),
+    (lambda a: {**a, "kw": {"agg_norm": "median"}}, "agg_norm must be"),
+    (lambda a: {**a, "kw": {"proj_act": "relu"}}, "proj_act must be"),
     (lambda a: {**a, "kw": {"mask": "causal"}}, "mask must be"),
     (lambda a: {**a, "heads": 3}, "divisible by n_heads"),
     (lambda a: {**a, "params": {k: v for k, v in a["params"].items() if k != "u_s"}}, "missing"),
@@ -385,3 +407,18 @@ def test_inconsistent_hand_made_tree(fields, match):
 def test_tree_must_be_a_string():
     with pytest.raises(TypeError, match="bracketed string"):
         parse_tree(["S", "a"])
+
+
+def test_a_5000_level_tree_parses_and_batches_without_recursion():
+    """Issue 17.5: parsing, collapsing, checking and batching are iterative."""
+    import sys
+    deep = "(A " * 5000 + "x" + ")" * 5000
+    assert sys.getrecursionlimit() < 5000 * 2
+    tree = parse_tree(deep)
+    assert (tree.n, tree.m) == (1, 5000) and tree.parent[0] == 1 and tree.parent[-1] == -1
+    assert parse_tree(deep, collapse=True).m == 1
+    spine = "".join(f"(A w{i} " for i in range(5000)) + "x" + ")" * 5000  # 5,000 nested spans of shrinking size
+    assert parse_tree(spine).spans[-1] == (0, 5000)
+    tb = batch_trees([deep], xp=namespace("numpy"))
+    assert tb.path.shape == (1, 1, 5000, 5000)
+    assert int(np.asarray(tb.path_len)[0, 0, -1]) == 5000 and int(np.asarray(tb.depth1)[0, 0, 0]) == 5000
