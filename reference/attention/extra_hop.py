@@ -124,8 +124,8 @@ def _check(c: Any, adjacency: Any, params: dict[str, Any], n_heads: int, names: 
 
 def paper_hop_forward(c: Any, adjacency: Any, params: dict[str, Any], *, n_heads: int) -> tuple[Any, PaperHopCache]:
     """Hop attention as the paper describes it (Variant B): c (N, D) -> c' (N, D)."""
-    xp = array_namespace(c)
     _check(c, adjacency, params, n_heads, PAPER_HOP_PARAMS)
+    xp = array_namespace(c)
     q, q_proj = linear_forward(c, params["w_hq"], params["b_hq"])  # (N, D)
     k, k_proj = linear_forward(c, params["w_hk"], params["b_hk"])  # (N, D)
     v, v_proj = linear_forward(c, params["w_hv"], params["b_hv"])  # (N, D)
@@ -153,8 +153,8 @@ def paper_hop_backward(dout: Any, cache: PaperHopCache) -> tuple[Any, dict[str, 
 
 def gat_hop_forward(c: Any, adjacency: Any, params: dict[str, Any], *, n_heads: int) -> tuple[Any, GATHopCache]:
     """The released code's GAT hop (Variant A): c (N, D) -> c' (N, D)."""
-    xp = array_namespace(c)
     _check(c, adjacency, params, n_heads, GAT_HOP_PARAMS)
+    xp = array_namespace(c)
     n, d = c.shape
     dh = d // n_heads
     w_fc, a_l, a_r, w_res = params["w_fc"], params["a_l"], params["a_r"], params["w_res"]

@@ -164,8 +164,8 @@ def _validate(x: Any, params: dict[str, Any], config: LSRAConfig, valid: Any | N
 def lsra_forward(x: Any, params: dict[str, Any], config: LSRAConfig, *, valid: Any | None = None,
                  dropout: dict[str, Any] | None = None) -> tuple[Any, LSRACache]:
     """One LSRA layer: x (B, T, D) -> (B, T, D). valid: (B, T) bool (True = real token) or None."""
-    xp = array_namespace(x)
     _validate(x, params, config, valid, dropout)
+    xp = array_namespace(x)
     dropout = dropout or {}
     t, da = x.shape[1], config.d_attn
     xa, xc = x[..., :da], x[..., da:]  # (B, T, Da), (B, T, Dc)

@@ -99,8 +99,8 @@ def tree_attention_forward(x_leaves: Any, x_nodes: Any, params: dict[str, Any], 
                            vertical: str = "code", layout: str = "interleave", proj_act: str = "none",
                            mask: str = "subtree") -> tuple[Any, TreeAttentionCache]:
     """Y (B, N + M, D), leaves first. params: TREE_PARAMS, plus e_vertical, e_horizontal for embeddings."""
-    xp = array_namespace(x_leaves, x_nodes)
     b, n, m, d = require_tree_states(x_leaves, x_nodes, tree, n_heads)
+    xp = array_namespace(x_leaves, x_nodes)
     require_params(params, TREE_PARAMS + (("e_vertical", "e_horizontal") if "e_vertical" in params else ()))
     require_shape("params['u_s']", params["u_s"], ["d_model", "heads"], [d, n_heads])
     if accumulate not in ("affinity_value", "value"):

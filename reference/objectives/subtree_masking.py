@@ -82,8 +82,8 @@ class SubtreeAttentionCache(NamedTuple):
 def subtree_attention_forward(x_leaves: Any, x_nodes: Any, params: dict[str, Any], tree: TreeBatch, *, n_heads: int,
                               leaf_queries: str = "leaves") -> tuple[Any, SubtreeAttentionCache]:
     """Multi-head self-attention over Z = [leaves; nodes] (B, T, D) under the subtree mask."""
-    xp = array_namespace(x_leaves, x_nodes)
     b, n, m, d = require_tree_states(x_leaves, x_nodes, tree, n_heads)
+    xp = array_namespace(x_leaves, x_nodes)
     require_params(params, ATTENTION_PARAMS)
     z = xp.concat([x_leaves, x_nodes], axis=1)  # (B, T, D)
     q, qc = linear_forward(z, params["w_q"], params["b_q"])  # (B, T, D)
