@@ -21,7 +21,7 @@ from gradients.compare import compare_torch
 from reference.architecture.compressive import (CompressiveConfig, compressive_layer_backward, compressive_layer_forward,
                                                 compressive_segments_forward, init_state)
 from reference.architecture.cases.compressive import VARIANTS
-from reference.architecture.compressive import init_compressive_layer, sample_memory, usage_counts
+from reference.architecture.compressive import CompressiveState, init_compressive_layer, sample_memory, usage_counts
 from reference.architecture.compressive_functions import compress_forward, most_used_rows
 from reference.backend import namespace, to_numpy
 from reference.random import generator, normal
@@ -304,7 +304,7 @@ def test_bad_input_names_the_argument():
         compressive_layer_forward(xp.zeros((2, 6, 4), dtype=xp.int64), state, params, config)
 
 
-def _bad(h, state, params, config, **change):
+def _bad(h, state, params, config, change):
     """One call with one argument replaced."""
     args = {"h": h, "state": state, "params": params, "config": config}
     for key, value in change.items():
@@ -347,7 +347,7 @@ def test_bad_input_parametrised(label, change, error, message):
     config = CompressiveConfig(2, "most_used", 3)
     h, state, params = _setup(config)
     with pytest.raises(error, match=message):
-        _bad(h, state, params, config, **change(h, state))
+        _bad(h, state, params, config, change(h, state))
 
 
 @pytest.mark.parametrize("field, value", [("dilation", 0), ("rate", 0), ("rate", -3), ("n_heads", 0),

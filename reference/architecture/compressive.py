@@ -149,7 +149,6 @@ def compressive_layer_forward(h: Any, state: CompressiveState, params: dict[str,
     live ones. Equal values give equal outputs; finite-difference checks pass the unperturbed values, so
     that the numbers differentiate the function the stop-gradients define (spec §1.8, §5 rule 5).
     """
-    xp = array_namespace(h)
     if not isinstance(state, CompressiveState):
         raise TypeError(f"state must be a CompressiveState(mem, cmem, usage), got {type(state).__name__}")
     if not isinstance(config, CompressiveConfig):
@@ -158,6 +157,7 @@ def compressive_layer_forward(h: Any, state: CompressiveState, params: dict[str,
     for name, x in (("h", h), ("state.mem", mem), ("state.cmem", cmem), ("state.usage", usage)):
         require_float(name, x)
         require_finite(name, x)
+    xp = array_namespace(h)
     require_shape("h", h, ["batch", "seq", "d_model"], [None, None, None])
     b, t, d = h.shape
     if b == 0 or t == 0:
