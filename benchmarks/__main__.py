@@ -9,6 +9,7 @@
     python -m benchmarks targets                LSH at 65,536 tokens; reversible 48 vs 2 layers; the gradient check's time
     python -m benchmarks targets --only gradient_check     one of them (lsh, reversible, gradient_check)
     python -m benchmarks memory --only NAME    peak RSS of oracle and torch, each in a fresh process
+    python -m benchmarks merge --inputs A B --out benchmarks/results   combine the results of several runs
     python -m benchmarks page                   docs/performance.md and its plots from benchmarks/results/
 """
 
@@ -50,6 +51,48 @@ def machine() -> dict[str, str]:
             "numpy": numpy.__version__, "torch": torch.__version__, "platform": platform.platform()}
 
 
+def _read(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _merged(parts: list[dict | None]) -> dict:
+    """Results of several runs in one: a later run's row replaces an earlier one's (same name, dtype, threads)."""
+    rows: dict[tuple, dict] = {}
+    runs: list[dict] = []
+    out: dict = {}
+    for part in parts:
+        if not part:
+            continue
+        out.setdefault("machine", part["machine"])
+        out.setdefault("backend", part.get("backend", "numpy"))
+        runs += part.get("runs", [])
+        for d in part["rows"]:
+            rows[(d["name"], d["dtype"], d["threads"])] = d
+    return {**out, "runs": runs, "rows": list(rows.values())}
+
+
+def _write(out: str, results: dict) -> None:
+    """results.json, table.md (with a header naming the machine and the runs) and ratios.png."""
+    from .report import markdown_table, plot_ratios
+    from .run import row_from_dict
+
+    with open(os.path.join(out, "results.json"), "w") as fh:
+        json.dump(results, fh, indent=1)
+    info = results["machine"]
+    all_rows = [row_from_dict(d) for d in results["rows"]]
+    runs = "; ".join(f"{r['when']}, {r['threads']} thread(s), {r['seconds']} s, load average {r['load']} at the "
+                     f"start, median of at least {r['repeats']} interleaved runs{', quick sizes' if r['quick'] else ''}"
+                     for r in results["runs"])
+    header = (f"Measured on {info['cpu']} ({info['cores']} cores), numpy {info['numpy']}, torch {info['torch']}, "
+              f"backend {results['backend']}: {runs}.\n\n")
+    with open(os.path.join(out, "table.md"), "w") as fh:
+        fh.write(header + markdown_table(all_rows))
+    plot_ratios(all_rows, os.path.join(out, "ratios.png"))
+
+
 def _load_average() -> str:
     try:
         return " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -60,7 +103,7 @@ def _load_average() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("suite", nargs="?", default="table", choices=("table", "scaling", "targets", "page", "memory"))
+    parser.add_argument("suite", nargs="?", default="table", choices=("table", "scaling", "targets", "page", "memory", "merge"))
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="mechanisms (and their variants)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (median; default 5, quick 1)")
     parser.add_argument("--dtype", nargs="+", choices=("float32", "float64"), default=["float32", "float64"])
@@ -70,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-torch", action="store_true", help="time the oracle only")
     parser.add_argument("--no-torch-oracle", action="store_true", help="skip the torch(oracle) column")
     parser.add_argument("--exact", action="store_true", help="--only names select exactly those, not their variants")
+    parser.add_argument("--inputs", nargs="+", default=[], metavar="DIR",
+                        help="merge: results folders to combine into --out (later folders win)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows of results.json that this run does not remeasure (another thread count)")
     parser.add_argument("--out", default="benchmarks/results", help="folder for table.md, results.json and plots (default benchmarks/results)")
@@ -98,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         from .memory import run_memory
 
         return run_memory(args.out, names=args.only, dtypes=args.dtype, batch=args.batch or 8)
+    if args.suite == "merge":
+        _write(args.out, _merged([_read(os.path.join(d, "results.json")) for d in args.inputs]))
+        return 0
     if args.suite == "page":
         from .page import write_page
 
@@ -110,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from reference.registry import select
 
-    from .report import markdown_table, plot_ratios
-    from .run import bench, row_from_dict
+    from .run import bench
 
     try:
         mechanisms = select(args.only)
@@ -121,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err.args[0]))
     rows = []
     start = time.perf_counter()
+    measured = {"when": time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), "seconds": 0, "threads": THREADS,
+                "load": _load_average(), "only": args.only, "quick": args.quick, "repeats": repeats}
+    old = _read(os.path.join(args.out, "results.json")) if args.merge else None
     for mechanism in mechanisms:
         for dtype in args.dtype:
             row = bench(mechanism, dtype=dtype, repeats=repeats, quick=args.quick, backend=args.backend,
@@ -129,31 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row.name:40s} {dtype:8s} t{row.threads} oracle {1e3 * row.oracle_s:9.2f} ms  "
                   f"peer {1e3 * row.peer_s:9.2f} ms  torch(oracle) {1e3 * row.torch_oracle_s:9.2f} ms  "
                   f"ratio {row.ratio:6.2f}  {row.verdict()}" + (f"  [{row.error}]" if row.error else ""), flush=True)
-    elapsed = time.perf_counter() - start
-    measured = {"when": time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), "seconds": round(elapsed),
-                "threads": THREADS, "load": _load_average()}
-    dicts = [{k: v for k, v in r.to_dict().items() if k != "extra"} for r in rows]
-    path = os.path.join(args.out, "results.json")
-    runs = [{**measured, "only": args.only, "quick": args.quick, "repeats": repeats}]
-    if args.merge and os.path.exists(path):
-        with open(path) as fh:
-            old = json.load(fh)
-        keys = {(d["name"], d["dtype"], d["threads"]) for d in dicts}
-        dicts = [d for d in old["rows"] if (d["name"], d["dtype"], d["threads"]) not in keys] + dicts
-        runs = old.get("runs", []) + runs
-    with open(path, "w") as fh:
-        json.dump({"machine": info, "backend": args.backend, "runs": runs, "rows": dicts}, fh, indent=1)
-    all_rows = [row_from_dict(d) for d in dicts]
-    table = markdown_table(all_rows)
-    header = (f"Measured {measured['when']} in {elapsed:.0f} s on {info['cpu']} ({info['cores']} cores), "
-              f"numpy {info['numpy']}, torch {info['torch']}, backend {args.backend}, "
-              f"{'quick sizes, ' if args.quick else ''}median of at least {repeats} interleaved runs, "
-              f"load average {measured['load']} at the start.\n\n")
-    with open(os.path.join(args.out, "table.md"), "w") as fh:
-        fh.write(header + table)
-    plot_ratios(all_rows, os.path.join(args.out, "ratios.png"))
+            measured["seconds"] = round(time.perf_counter() - start)
+            results = _merged([old, {"machine": info, "backend": args.backend, "runs": [measured],
+                                     "rows": [{k: v for k, v in r.to_dict().items() if k != "extra"} for r in rows]}])
+            _write(args.out, results)  # after every row: a long run that is stopped keeps what it measured
     print()
-    print(header + table)
+    with open(os.path.join(args.out, "table.md")) as fh:
+        print(fh.read())
     errors = [r for r in rows if r.error]
     for r in errors:
         print(f"ERROR {r.name} {r.dtype}: {r.extra.get('traceback', r.error)}", file=sys.stderr)
