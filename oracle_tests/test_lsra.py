@@ -295,7 +295,7 @@ def test_bad_input_names_the_argument():
         lsra_forward(x, params, cfg._replace(d_attn=10))
     with pytest.raises(ValueError, match="conv must be one of"):
         lsra_forward(x, params, cfg._replace(conv="depthwise"))
-    with pytest.raises(ValueError, match="theta must have shape"):
+    with pytest.raises(ValueError, match=r"params\[.theta.\] must have shape"):
         lsra_forward(x, params, cfg._replace(kernel_size=5))
     with pytest.raises(ValueError, match="params is missing"):
         lsra_forward(x, {k: v for k, v in params.items() if k != "w_out"}, cfg)
