@@ -91,6 +91,10 @@ CASES = {
                         r"params\['tok'\] must be a real floating"),
     "electra tok list": (electra, {"params": {"tok": lambda p: to_numpy(p["tok"]).tolist()}}, TypeError,
                          r"params\['tok'\] must be an array"),
+    "electra head weight int": (electra, {"params": {"disc_head_w": lambda p: to_numpy(p["disc_head_w"]).astype(int)}},
+                                TypeError, r"params\['disc_head_w'\] must be a real floating"),
+    "electra head weight nan": (electra, {"params": {"gen_head_b": lambda p: _nan(to_numpy(p["gen_head_b"]))}},
+                                ValueError, r"params\['gen_head_b'\] contains NaN"),
     # ELECTRA sub-models
     "generator masked int": (generator, {"masked": lambda s: s["masked"].astype(np.int64)}, TypeError,
                              "masked must be a boolean"),

@@ -74,7 +74,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import array_namespace, from_numpy, one_hot, to_numpy
-from ..nn.bert_embeddings import require_ids
+from ..nn.bert_embeddings import require_ids, require_tables
 from ..nn.gelu import ActivationCache, activation_backward, activation_forward
 from ..nn.linear import LinearCache, init_linear, linear_backward, linear_forward
 from ..nn.losses import (IGNORE_INDEX, BCECache, CrossEntropyCache, cross_entropy_backward, cross_entropy_forward,
@@ -140,10 +140,7 @@ def _network_grads(grads: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def _require_common(pad: Any, params: dict[str, Any], ids_name: str, ids: Any) -> None:
-    for key in SHARED_KEYS.values():
-        if key not in params:
-            raise ValueError(f"params has no {key!r} entry")
-        require_float(f"params[{key!r}]", params[key])
+    require_tables(params, (*SHARED_KEYS.values(), *params))  # every parameter a finite float array
     require_shape("params['tok']", params["tok"], ["vocab", "dim"], [None, None])
     require_ids(ids_name, ids, params["tok"].shape[0])
     require_bool("pad", pad)

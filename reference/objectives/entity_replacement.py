@@ -91,7 +91,7 @@ def entity_replacement_forward(ids: Any, pad: Any, mention_start: Any, mention_e
     if classifier not in CLASSIFIERS:
         raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
     xp = array_namespace(params["tok"])
-    require_tables(params, ("tok",))
+    require_tables(params, ("tok", *params))  # every parameter a finite float array
     require_shape("params['tok']", params["tok"], ["vocab", "dim"], [None, None])
     require_ids("ids", ids, params["tok"].shape[0])
     b, t = ids.shape

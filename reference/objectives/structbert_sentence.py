@@ -59,7 +59,7 @@ def structbert_sentence_forward(ids: Any, segments: Any, pad: Any, labels: Any, 
                                 activation: str = "gelu_tanh") -> tuple[tuple[Any, Any], SentencePairCache]:
     """Returns (L_sent, logits (B, 3)). params: text-encoder keys (with "seg") plus pool_w, pool_b, cls_w, cls_b."""
     xp = array_namespace(params["tok"])
-    require_tables(params, ("tok", "seg"))
+    require_tables(params, ("tok", "seg", *params))  # every parameter a finite float array
     require_shape("params['tok']", params["tok"], ["vocab", "dim"], [None, None])
     require_ids("ids", ids, params["tok"].shape[0])
     require_int("segments", segments)

@@ -83,7 +83,7 @@ def structbert_word_forward(input_ids: Any, pad: Any, mlm_targets: Any, word_tar
     """Returns (L, L_MLM, L_word). params: text-encoder keys plus head_w, head_b, head_ln_gamma, head_ln_beta,
     out_bias; the head's output projection is params["tok"] (tied)."""
     xp = array_namespace(params["tok"])
-    require_tables(params, ("tok",))
+    require_tables(params, ("tok", *params))  # every parameter a finite float array
     require_shape("params['tok']", params["tok"], ["vocab", "dim"], [None, None])
     vocab = params["tok"].shape[0]
     require_ids("input_ids", input_ids, vocab)
