@@ -146,6 +146,8 @@ def test_electra_discriminator_and_generator_pass(cls):
     assert report.passed, report.table()
     own = "hf_label_cast" if cls == "ElectraForPreTraining" else "gelu_generator_head"
     assert any(f"departure applied to the oracle: {own}" in n for n in report.notes)
+    if cls == "ElectraForPreTraining":
+        assert "outputs.disc_loss (HF's float32 loss)" in {r.tensor for r in report.results}
 
 
 def test_electra_tanh_gelu_and_equal_widths():
@@ -160,3 +162,25 @@ def test_electra_label_cast_switched_off_is_a_real_difference():
     module = transformers.ElectraForPreTraining(electra_config()).double().eval()
     report = compare_module(module, seq_len=8, departures={"hf_label_cast": False}, diagnose=False)
     assert "outputs.disc_loss" in {r.tensor for r in report.failures}
+
+
+# --- docs/testing.md, "Real modules in one call": its code blocks run as a reader would run them
+
+def test_the_docs_section_runs(capsys):
+    import re
+    from pathlib import Path
+
+    pytest.importorskip("compressive_transformer_pytorch")
+    page = (Path(__file__).resolve().parents[1] / "docs" / "testing.md").read_text()
+    section = page[page.index("## Real modules in one call"):]
+    section = section[:section.find("\n## ", 1)] if "\n## " in section[1:] else section
+    blocks = re.findall(r"^```py\n(.*?)^```$", section, flags=re.S | re.M)
+    assert len(blocks) == 4
+    namespace: dict = {"__name__": "docs_interop"}
+    for number, block in enumerate(blocks, 1):
+        try:
+            exec(compile(block, f"testing.md interop block {number}", "exec"), namespace)
+        except Exception as err:  # name the block that broke
+            raise AssertionError(f"docs/testing.md interop block {number} failed: {err!r}\n{block}") from err
+    out = capsys.readouterr().out
+    assert out.count("0 failed") == 3, out

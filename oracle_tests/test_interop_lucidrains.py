@@ -42,7 +42,7 @@ def test_a_broken_conv_layout_fails_at_the_compression():
     m = module()
     broken = copy.deepcopy(m)
     inner = broken.compress_mem_fn.conv.forward
-    broken.compress_mem_fn.conv.forward = lambda mem: inner(mem.flip(-1))  # each window's taps read backwards
+    broken.compress_mem_fn.conv.forward = lambda mem: inner(mem.flip(-1))  # the memory rows read in reverse order
     params = state_dict_to_oracle(m)
     report = compare_module(broken)
     assert not report.passed

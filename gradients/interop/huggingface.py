@@ -57,10 +57,15 @@ import numpy as np
 
 from reference.registry import Case, Mechanism, get
 
-from ..compare import ComparisonReport, compare_torch, user_case
+from ..compare import ComparisonReport, compare_arrays, compare_torch, user_case
 
 __all__ = ["DEPARTURES", "Departure", "compare_module", "parameter_map", "state_dict_to_oracle",
            "oracle_to_state_dict", "supported"]
+
+
+#: HF's float32 ELECTRA loss against the oracle's float64 value: 16 float32 ulps (2^-24 each) of rounding in
+#: its float32 BCE and mean, measured within 1e-7 relative.
+LABEL_CAST_RTOL = 16 * 2.0 ** -24
 
 
 @dataclass(frozen=True)
@@ -109,9 +114,10 @@ DEPARTURES: dict[str, Departure] = {
     "padding_idx": Departure("padding_idx", _PADDING_DOC + "; the oracle's row of that token gets zero",
                              grads=_zero_padding_row),
     "hf_label_cast": Departure(
-        "hf_label_cast", "HF's ElectraForPreTraining casts the labels with .float() (modeling_electra.py l.1102): "
-        "its loss is float32-rounded (the oracle rounds its value too; the gradient is taken through HF's rule "
-        "in the logits' dtype)", {"hf_label_cast": True}),
+        "hf_label_cast", "HF's ElectraForPreTraining casts the labels with .float() (modeling_electra.py l.1102), "
+        "so its loss is computed in float32: its value is compared with the oracle's at float32 precision (row "
+        "outputs.disc_loss (HF's float32 loss)), and outputs.disc_loss and every gradient are taken through HF's "
+        "own rule (BCE-with-logits over attention_mask == 1, l.1097-1102) on its float64 logits"),
     "gelu_generator_head": Departure(
         "gelu_generator_head", "HF's ElectraGeneratorPredictions uses the exact GELU whatever hidden_act says "
         "(modeling_electra.py l.625)", {"gen_head_activation": "gelu"}),
@@ -486,13 +492,14 @@ def _electra_run(module: Any, state: Mapping[str, Any], inputs: Mapping[str, Any
                     output_hidden_states=True)
         loss = out.loss
         if "hf_label_cast" in options["departures"]:
-            # HF's loss value (float32-rounded by its label cast), differentiated through HF's own rule in the
-            # logits' dtype (BCE-with-logits over attention_mask == 1, modeling_electra.py l.1097-1102): a loss
-            # computed in float32 has float32 gradients, which no float64 comparison can judge.
+            # HF's own rule in the logits' dtype (BCE-with-logits over attention_mask == 1, modeling_electra.py
+            # l.1097-1102): a loss computed in float32 has float32 values and gradients, which no float64
+            # comparison can judge; HF's own float32 loss gets a row of its own.
             active = s["pad"].reshape(-1)
             rule = torch.nn.functional.binary_cross_entropy_with_logits(
                 out.logits.reshape(-1)[active], s["labels"].reshape(-1)[active].to(out.logits.dtype))
-            loss = rule + (out.loss.to(rule.dtype) - rule).detach()
+            options["hf_loss"] = out.loss.detach()
+            loss = rule
         result = {"disc_loss": loss, "scores": out.logits}
     names = [f"{prefix}embeddings"] + [f"{prefix}layer{layer}" for layer in range(len(out.hidden_states) - 1)]
     result["intermediates"] = dict(zip(names, out.hidden_states))
@@ -631,6 +638,13 @@ def _compare_once(module: Any, adapter: _Adapter, mechanism: Mechanism, config: 
 
     report = compare_torch(mechanism, fn, config=config, seed=seed, params=params, static=static or None,
                            dtype=dtype, intermediates=intermediates, rtol=rtol, atol=atol)
+    if "hf_loss" in options:  # HF's own float32 loss against the oracle's value, at float32 precision
+        oracle = next(r.numeric for r in report.results if r.tensor == "outputs.disc_loss")
+        if oracle is not None:
+            row = compare_arrays(mechanism.name, {"disc_loss": np.asarray(oracle)},
+                                 {"disc_loss": options["hf_loss"].double().numpy()}, rtol=LABEL_CAST_RTOL, atol=0.0)
+            row.results[0].tensor = "outputs.disc_loss (HF's float32 loss)"
+            report.results.append(row.results[0])
     return report, notes
 
 
