@@ -45,6 +45,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from reference.architecture.compressive import CompressiveState, compressive_layer_backward, compressive_layer_forward
+from reference.nn.attention import ATTENTION_PARAMS, causal_mask, mha_backward, mha_forward
 from reference.random import random_cotangents
 
 from ..compare import ComparisonReport, ComparisonResult, compare_arrays, user_case
@@ -123,10 +125,6 @@ def _config(module: Any, batch: int) -> dict[str, Any]:
 
 def _oracle(case: Any, applied: set[str], seed: int) -> tuple[dict, dict, dict, dict]:
     """Outputs, cotangents, gradients and intermediates of the oracle at the case."""
-    from reference.architecture.compressive import CompressiveState, compressive_layer_backward
-    from reference.architecture.compressive import compressive_layer_forward
-    from reference.nn.attention import ATTENTION_PARAMS, causal_mask, mha_backward, mha_forward
-
     c, xp = case.config, np
     h, mem, cmem = case.inputs["h"], case.inputs["mem"], case.inputs["cmem"]
     z = xp.concat([cmem, mem, h], axis=1)  # (B, S, D)   Eq. (1): attend over [cm; m; h]
