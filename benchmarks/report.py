@@ -62,6 +62,9 @@ def plot_ratios(rows, path: str) -> None:
             ha="left", color="r")
     ax.set_xscale("log")
     ax.set_xlim(left=low)
+    ticks = [t for t in (0.1, 0.2, 0.5, 1, 1.5, 2, 3, 5, 10, 20, 50) if low <= t <= max([2.0, *finite]) * 1.2]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_yticks([i + height * (len(dtypes) - 1) / 2 for i in range(len(names))], names, fontsize=9)
     ax.tick_params(axis="x", labelsize=9)
     ax.set_ylim(len(names) - 0.2, top - 1.6)

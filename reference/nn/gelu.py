@@ -44,7 +44,7 @@ def activation_forward(x: Any, kind: str = "gelu") -> tuple[Any, ActivationCache
         aux = xp.tanh(_SQRT_2_OVER_PI * (x + _TANH_COEFF * (x * x * x)))
         y = 0.5 * x * (1.0 + aux)
     elif kind == "relu":
-        y = xp.where(x > 0, x, xp.asarray(0.0, dtype=x.dtype))
+        y = xp.maximum(x, xp.asarray(0.0, dtype=x.dtype))  # max(x, 0); NumPy's where is several times slower
     else:
         raise ValueError(f"kind must be one of {ACTIVATIONS}, got {kind!r}")
     return y, ActivationCache(x, kind, aux)
@@ -60,4 +60,4 @@ def activation_backward(dy: Any, cache: ActivationCache) -> Any:
     if kind == "gelu_tanh":
         t = aux  # tanh(sqrt(2/pi) (x + 0.044715 x^3)), kept by the forward
         return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * _TANH_COEFF * x * x))
-    return xp.where(x > 0, dy, xp.asarray(0.0, dtype=dy.dtype))  # no float copy of the mask
+    return dy * xp.astype(x > 0, dy.dtype)  # a multiplication: NumPy's where is several times slower
