@@ -18,9 +18,10 @@ Configuration fields ending in ``_margin`` are set to 0 (margins are for the gra
 configuration rejects is skipped. A mechanism with a ``stable_rounds`` option is measured a second time with
 it on, as ``NAME+stable_rounds``. Complex arrays have no bfloat16 form in torch; those rows say so.
 
-It writes ``precision.json``, ``precision.md`` (the table) and PNGs into ``--out``; ``--outliers`` runs
-the targeted measurements that explain the outliers on docs/precision.md and writes ``outliers.json``.
-About two minutes on two loaded cores; CI runs ``oracle_tests/test_precision_quick.py`` instead.
+It writes ``precision.json``, ``table.txt`` (the Markdown table docs/precision.md includes) and PNGs into
+``--out``; ``--outliers`` runs the targeted measurements that explain the outliers on docs/precision.md and
+writes ``outliers.json``; ``--replot`` redraws the table and plots from ``precision.json``. About 90 s on two
+loaded cores (the outliers 10 s); CI runs ``oracle_tests/test_precision_quick.py`` instead.
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def _sweep(mechanism: Mechanism, base: Any, field: str) -> list[dict[str, Any]]:
         except (ValueError, TypeError):  # not a valid configuration at this size
             continue
         row: dict[str, Any] = {"size": size}
-        floor = REL_FLOOR * _largest(grads64)
+        largest = _largest(grads64)
+        floor = REL_FLOOR * largest
         for dtype, backend in PRECISIONS:
             try:
                 outputs, grads = run_low(mechanism, rounded_case(case64, dtype, backend), dtype, backend, cot64)
@@ -156,6 +158,8 @@ def _sweep(mechanism: Mechanism, base: Any, field: str) -> list[dict[str, Any]]:
                 continue
             row[f"{dtype}_forward"], row[f"{dtype}_forward_worst"] = _worst(outputs, out64)
             row[f"{dtype}_backward"], row[f"{dtype}_backward_worst"] = _worst(grads, grads64, floor)
+            worst64 = grads64[row[f"{dtype}_backward_worst"]]
+            row[f"{dtype}_backward_worst_size"] = float(np.max(np.abs(worst64))) / largest if largest else 0.0
         rows.append(row)
     return rows
 
@@ -166,8 +170,9 @@ def measure_all(only: list[str]) -> dict[str, Any]:
         if only and not any(name == n or name.startswith(n + ".") for n in only):
             continue
         t = time.perf_counter()
+        defaults = mechanism.make_config() if mechanism.config is not None else None
         variants = [(name, {})] + [(f"{name}+{o}", {o: True}) for o in EXTRA_OPTIONS
-                                   if mechanism.config is not None and getattr(mechanism.make_config(), o, True) is False]
+                                   if getattr(defaults, o, True) is False]
         for label, options in variants:
             result = measure(mechanism, options)
             if result:
@@ -242,9 +247,10 @@ def lsra_relu_bias(seq_lens: tuple[int, ...] = (9, 18, 36, 72)) -> dict[str, Any
         b64, b16 = to_numpy(case64.params["b_1"]), to_numpy(own.params["b_1"]).astype(np.float64)
         rounded_out, _ = run_low(mechanism, rounded_case(case64, "bfloat16", "torch"), "bfloat16", "torch", cot64)
         own_out, _ = run_low(mechanism, own, "bfloat16", "torch", cot64)
-        rows.append({"seq_len": seq_len, "b_1_units_moved": int(np.sum(np.abs(b16 - b64) > 0.02 * np.abs(b64).max())),
-                     "b_1_units": int(b64.size), "b_1_rel_diff": _rel(b16, b64),
-                     "error_own_case": _rel(own_out["y"], out64["y"]), "error_rounded_case": _rel(rounded_out["y"], out64["y"])})
+        moved = np.abs(b16 - b64) > 0.02 * np.abs(b64).max()  # (F,) more than bfloat16 rounding (0.4 %) explains
+        rows.append({"seq_len": seq_len, "b_1_units_moved": int(moved.sum()), "b_1_units": int(b64.size),
+                     "b_1_rel_diff": _rel(b16, b64), "error_own_case": _rel(own_out["y"], out64["y"]),
+                     "error_rounded_case": _rel(rounded_out["y"], out64["y"])})
     return {"rows": rows}
 
 
@@ -311,7 +317,13 @@ def _fields_named(cache: Any, field: str, path: str = "") -> dict[str, Any]:
     return found
 
 
-def layer_norm_amplification(name: str, field: str, sizes: tuple[int, ...]) -> dict[str, Any]:
+def _attr(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def layer_norm_amplification(name: str, field: str, sizes: tuple[int, ...], head_input: str = "") -> dict[str, Any]:
     """The largest 1/std of any LayerNorm row (float64) and the forward errors, at each size."""
     mechanism = all_mechanisms()[name]
     rows = []
@@ -321,10 +333,16 @@ def layer_norm_amplification(name: str, field: str, sizes: tuple[int, ...]) -> d
         _, cache = mechanism.forward(case64)
         inv_std = {k: float(np.max(to_numpy(v))) for k, v in _fields_named(cache, "inv_std").items()}
         site = max(inv_std, key=inv_std.get)
-        row = {field: size, "max_inv_std": inv_std[site], "site": site}
+        row = {field: size, "max_inv_std": inv_std[site], "site": site,
+               "median_inv_std_there": float(np.median(to_numpy(_fields_named(cache, "inv_std")[site])))}
         for dtype, backend in PRECISIONS:
-            outputs, _ = run_low(mechanism, rounded_case(case64, dtype, backend), dtype, backend, cot64)
+            low = rounded_case(case64, dtype, backend)
+            outputs, _ = run_low(mechanism, low, dtype, backend, cot64)
             row[f"{dtype}_forward"], row[f"{dtype}_worst"] = _worst(outputs, out64)
+            if head_input:  # the LayerNorm's input side: the head's first linear layer's input
+                _, low_cache = mechanism.forward(low)
+                row[f"{dtype}_head_input"] = _rel(_host({"x": _attr(low_cache, head_input)})["x"],
+                                                  _host({"x": _attr(cache, head_input)})["x"])
         rows.append(row)
     return {"rows": rows}
 
@@ -339,6 +357,20 @@ def depth_trace(name: str, n_layers: int) -> dict[str, Any]:
     low = _fields_named(cache, "xhat")
     return {k: _rel(to_numpy(low[k]).astype(np.float64), to_numpy(v))
             for k, v in _fields_named(cache64, "xhat").items() if ".ln2." in k}
+
+
+def residual_depth(name: str = "architecture.reversible", depths: tuple[int, ...] = (3, 6, 12, 24)) -> dict[str, Any]:
+    """float32: the largest output and its absolute and relative error at each depth (no per-layer cache)."""
+    mechanism = all_mechanisms()[name]
+    rows = []
+    for n in depths:
+        case64, out64, cot64, _ = run_float64(mechanism, mechanism.make_config(None, n_layers=n))
+        outputs, _ = run_low(mechanism, rounded_case(case64, "float32", "numpy"), "float32", "numpy", cot64)
+        error, worst = _worst(outputs, out64)
+        scale = float(np.max(np.abs(out64[worst])))
+        rows.append({"n_layers": n, "output": worst, "max_abs_output": scale, "abs_error": error * scale,
+                     "forward_error": error})
+    return {"rows": rows}
 
 
 def reversible_lsh_stable(n_layers: tuple[int, ...] = (2, 16)) -> dict[str, Any]:
@@ -371,6 +403,16 @@ def reversible_lsh_stable(n_layers: tuple[int, ...] = (2, 16)) -> dict[str, Any]
     return result
 
 
+def per_tensor_backward(name: str, dtype: str = "bfloat16", backend: str = "torch") -> dict[str, Any]:
+    """Each gradient's error (on the backward's scale) and its float64 size relative to the largest gradient."""
+    mechanism = all_mechanisms()[name]
+    case64, _, cot64, grads64 = run_float64(mechanism, mechanism.make_config())
+    _, grads = run_low(mechanism, rounded_case(case64, dtype, backend), dtype, backend, cot64)
+    largest = _largest(grads64)
+    return {k: {"error": _rel(grads[k], g, REL_FLOOR * largest), "size": float(np.max(np.abs(g))) / largest}
+            for k, g in grads64.items()}
+
+
 def outliers() -> dict[str, Any]:
     return {
         "lsh_round_weights": {
@@ -388,13 +430,16 @@ def outliers() -> dict[str, Any]:
         "complex_order_phase": complex_order_phase(),
         "layer_norm_amplification": {
             "objectives.electra.generator": layer_norm_amplification("objectives.electra.generator", "n_layers",
-                                                                     (1, 2, 4, 8)),
+                                                                     (1, 2, 4, 8), head_input="head.dense.x"),
             "nn.mlm_head": layer_norm_amplification("nn.mlm_head", "seq_len", (5, 10, 20, 40)),
         },
         "depth_trace architecture.albert.attention_shared n_layers=16":
             depth_trace("architecture.albert.attention_shared", 16),
         "depth_trace objectives.entity_replacement n_layers=8": depth_trace("objectives.entity_replacement", 8),
         "reversible_lsh_stable": reversible_lsh_stable(),
+        "residual_depth architecture.reversible": residual_depth(),
+        "per_tensor_backward nn.attention bfloat16": per_tensor_backward("nn.attention"),
+        "per_tensor_backward nn.attention float32": per_tensor_backward("nn.attention", "float32", "numpy"),
     }
 
 
@@ -517,7 +562,7 @@ def _plots(results: dict[str, Any], out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.precision", description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="mechanisms (and their variants)")
-    parser.add_argument("--out", default="docs/precision", help="folder for precision.json, precision.md, PNGs")
+    parser.add_argument("--out", default="docs/precision", help="folder for precision.json, table.txt, PNGs")
     parser.add_argument("--outliers", action="store_true", help="only the targeted outlier measurements")
     parser.add_argument("--replot", action="store_true", help="only the table and plots, from --out's precision.json")
     args = parser.parse_args(argv)
@@ -533,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = measure_all(args.only)
         (out / "precision.json").write_text(json.dumps(results, indent=1))
-    (out / "precision.md").write_text(_table(results))
+    (out / "table.txt").write_text(_table(results))  # Markdown, included by docs/precision.md
     _plots(results, out)
     print(f"{len(results)} rows of mechanisms in {time.perf_counter() - start:.0f} s; wrote {out}", file=sys.stderr)
     return 0

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.precision import (EXTRA_OPTIONS, lsh_round_weights, lsra_relu_bias, measure, rounded_case,
-                                  run_float64)
+from benchmarks.precision import EXTRA_OPTIONS, lsh_round_weights, lsra_relu_bias, measure, rounded_case, run_float64
 from reference.backend import to_numpy
 from reference.registry import all_mechanisms
 
@@ -77,5 +76,5 @@ def test_committed_table_covers_every_registered_mechanism():
     expected |= {f"{name}+{option}" for name in expected for option in EXTRA_OPTIONS
                  if getattr(mechanisms[name].make_config(), option, True) is False}
     assert expected - set(measured) == set(), "rerun python -m benchmarks.precision --out docs/precision"
-    for name in ("precision_lsh.png", "outliers.json", "precision.md"):
+    for name in ("precision_lsh.png", "outliers.json", "table.txt"):
         assert (DOCS / name).is_file(), name
