@@ -1,6 +1,6 @@
 """The error model: how the oracle's own float32 and bfloat16 error grows with each mechanism's main size.
 
-``python -m benchmarks.precision [--only NAME ...] [--out docs/precision] [--outliers]`` runs, for every
+``python -m benchmarks.precision [--only NAME ...] [--out docs/precision] [--outliers | --replot]`` runs, for every
 registered mechanism, its forward and backward at each main size its configuration has (``SIZE_FIELDS``:
 sequence length, tree leaves, depth, hash rounds, width) times 1, 2, 4 and 8, in float64 (NumPy), float32
 (NumPy) and bfloat16 (torch through array-api-compat, on cuda where present). The low-precision case is the
@@ -20,7 +20,7 @@ it on, as ``NAME+stable_rounds``. Complex arrays have no bfloat16 form in torch;
 
 It writes ``precision.json``, ``table.txt`` (the Markdown table docs/precision.md includes) and PNGs into
 ``--out``; ``--outliers`` runs the targeted measurements that explain the outliers on docs/precision.md and
-writes ``outliers.json``; ``--replot`` redraws the table and plots from ``precision.json``. About 90 s on two
+writes ``outliers.json``; ``--replot`` redraws the table and plots from ``precision.json``. About a minute on two
 loaded cores (the outliers 10 s); CI runs ``oracle_tests/test_precision_quick.py`` instead.
 """
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -40,9 +41,10 @@ from reference.backend import dtype_of, from_numpy, namespace, to_numpy
 from reference.random import random_cotangents
 from reference.registry import Case, Mechanism, all_mechanisms
 
-#: The sizes swept, each that a mechanism's configuration has: sequence length, tree leaves, depth, hash
-#: rounds, width (model, hidden, per-head, embedding dimension).
-SIZE_FIELDS = ("seq_len", "n_horizontal", "n_layers", "n_hashes", "d_model", "hidden", "d_head", "dim")
+#: The sizes swept, each that a mechanism's configuration has: sequence length, tree leaves (``trees``: a batch
+#: of three generated trees of 8, 16, 32, 64 leaves), depth, hash rounds, width (model, hidden, per head, per
+#: embedding dimension).
+SIZE_FIELDS = ("seq_len", "trees", "n_layers", "n_hashes", "d_model", "hidden", "d_head", "dim")
 #: As in the gradient checker: a tensor's error is relative to its own largest value, but never to less than
 #: a thousandth of the largest gradient of the mechanism (a key bias's gradient is zero by structure).
 REL_FLOOR = 1e-3
@@ -136,14 +138,23 @@ def measure(mechanism: Mechanism, options: dict[str, Any] | None = None) -> dict
     return {f: rows for f in SIZE_FIELDS if hasattr(base, f) for rows in [_sweep(mechanism, base, f)] if rows}
 
 
+def _scaled(base: Any, field: str, factor: int) -> tuple[Any, int]:
+    """The field's value at ``factor`` times the base size, and that size (for trees: leaves per tree)."""
+    if field == "trees":
+        half = 4 * factor
+        return tuple(f"(S (NP {' '.join(f'w{b}x{j}' for j in range(half))}) "
+                     f"(VP (NP {' '.join(f'u{b}x{j}' for j in range(half))})))" for b in range(3)), 2 * half
+    return getattr(base, field) * factor, getattr(base, field) * factor
+
+
 def _sweep(mechanism: Mechanism, base: Any, field: str) -> list[dict[str, Any]]:
     # Margins (hash_margin, ...) exist for the gradient check's finite differences; here they only limit the sizes.
     no_margins = {f: 0.0 for f in vars(base) if f.endswith("_margin")}
     rows = []
     for factor in FACTORS:
-        size = getattr(base, field) * factor
+        value, size = _scaled(base, field, factor)
         try:
-            config = mechanism.make_config(base, **{field: size, **no_margins})
+            config = mechanism.make_config(base, **{field: value, **no_margins})
             case64, out64, cot64, grads64 = run_float64(mechanism, config)
         except (ValueError, TypeError):  # not a valid configuration at this size
             continue
@@ -465,10 +476,13 @@ def _table(results: dict[str, Any]) -> str:
 
 
 #: Line style of each size field in the plots.
-FIELD_STYLES = {"seq_len": "-", "n_horizontal": "-", "n_layers": "--", "n_hashes": ":", "d_model": "-.",
+FIELD_STYLES = {"seq_len": "-", "trees": "-", "n_layers": "--", "n_hashes": ":", "d_model": "-.",
                 "hidden": "-.", "d_head": "-.", "dim": "-."}
-FIELD_LABELS = {"-": "length (seq_len, n_horizontal)", "--": "depth (n_layers)", ":": "hash rounds (n_hashes)",
+FIELD_LABELS = {"-": "length (seq_len, tree leaves)", "--": "depth (n_layers)", ":": "hash rounds (n_hashes)",
                 "-.": "width (d_model, hidden, ...)"}
+
+
+LSH_NAMES = ("attention.lsh", "architecture.reversible.lsh")
 
 
 def _family(name: str) -> str:
@@ -496,6 +510,9 @@ def _figure(plt: Any, title: str, draw: Callable[[Any, str, str], None], path: P
         for j, part in enumerate(("forward", "backward")):
             ax = axes[i][j]
             draw(ax, dtype, part)
+            low, high = ax.get_ylim()  # whole decades, so that every panel has at least two labelled ticks
+            if 0 < low < high:
+                ax.set_ylim(10 ** math.floor(math.log10(low)), 10 ** math.ceil(math.log10(high)))
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xticks(FACTORS, [str(f) for f in FACTORS])
@@ -524,7 +541,9 @@ def _plots(results: dict[str, Any], out: Path) -> list[Path]:
 
     written = []
     for section in sorted({name.split(".")[0] for name in results}):
-        names = [n for n in results if n.split(".")[0] == section and "+" not in n]
+        # LSH: the stable_rounds rows here (the round-weight outlier has its own figure, precision_lsh.png)
+        names = [n for n in results if n.split(".")[0] == section
+                 and (("+" in n) if n.startswith(LSH_NAMES) else ("+" not in n))]
         families = sorted({_family(n) for n in names})
         colours = {f: plt.cm.tab20(k % 20) if len(families) > 10 else plt.cm.tab10(k % 10)
                    for k, f in enumerate(families)}
@@ -533,11 +552,13 @@ def _plots(results: dict[str, Any], out: Path) -> list[Path]:
             for (family, field), pts in _curves(results, names, dtype, part).items():
                 ax.plot(*zip(*pts), FIELD_STYLES[field], color=colours[family], marker=".", linewidth=1.2)
 
-        legend = ([Line2D([], [], color=colours[f], label=f.split(".", 1)[1]) for f in families]
+        stable = {_family(n) for n in names if "+" in n}
+        legend = ([Line2D([], [], color=colours[f], label=f.split(".", 1)[1] + (" (stable_rounds)" if f in stable
+                                                                                  else "")) for f in families]
                   + [Line2D([], [], color="black", linestyle=s, label=lab) for s, lab in FIELD_LABELS.items()])
         written.append(_figure(plt, f"{section}: the oracle's own error against float64 (worst over variants)",
                                draw, out / f"precision_{section}.png", legend))
-    lsh = [n for n in results if n.startswith(("attention.lsh", "architecture.reversible.lsh"))]
+    lsh = [n for n in results if n.startswith(LSH_NAMES)]
     if lsh:
         base = sorted({n.split("+")[0] for n in lsh})
         colours = {n: plt.cm.tab10(k % 10) for k, n in enumerate(base)}
