@@ -431,6 +431,8 @@ def outliers() -> dict[str, Any]:
             "attention.lsh.causal": lsh_round_weights("attention.lsh.causal"),
             "attention.lsh.padded": lsh_round_weights("attention.lsh.padded"),
             "attention.lsh.causal at issue 15.4": lsh_round_weights("attention.lsh.causal", **ISSUE_LSH),
+            "attention.lsh seq_len=32": lsh_round_weights("attention.lsh", seq_len=32),
+            "attention.lsh.dense d_model=72": lsh_round_weights("attention.lsh.dense", d_model=72),
         },
         "lsh_bfloat16_buckets": {n: lsh_bfloat16_buckets(n) for n in ("attention.lsh", "attention.lsh.causal")},
         "lsra_relu_bias": lsra_relu_bias(),
