@@ -418,7 +418,7 @@ def check_mechanism(mechanism: Mechanism, *, backend: str = "numpy", dtype: str 
         return mechanism.backward(cache, cot)
 
     def margins_hold(arrays: dict[str, Any]) -> None:
-        mechanism.margin_check(case.replace(arrays), 0.0)
+        mechanism.margin_check(case.replace(arrays))
 
     check = margins_hold if mechanism.margin_check is not None else None
 

@@ -408,10 +408,10 @@ def test_margin_check_catches_a_relu_flip():
     xp = namespace("numpy")
     m = get(TRANSFORMERS[0])
     case = m.example(0, xp.float64, xp)
-    m.margin_check(case, 0.0)  # the example itself is fine
+    m.margin_check(case)  # the example itself is fine
     b_1 = to_numpy(case.params["b_1"]) + 10.0  # every real part of z1 W1 + b1 becomes positive
     with pytest.raises(ValueError, match="changed sign"):
-        m.margin_check(case.replace({"b_1": xp.asarray(b_1)}), 0.0)
+        m.margin_check(case.replace({"b_1": xp.asarray(b_1)}))
 
 
 # ------------------------------------------------------------------ (d) bad input

@@ -239,4 +239,4 @@ def test_margin_holds_at_every_temperature() -> None:
     mech = get(NAME)
     for t in (0.01, 1.0, 3.0):
         case = mech.example(0, config={"temperature": t})
-        mech.margin_check(case, 1e-5)
+        mech.margin_check(case)

@@ -82,9 +82,9 @@ class Mechanism:
     backward: Callable[[Any, dict[str, Any]], dict[str, Any]]
     #: Extra tolerance context, e.g. ``{"float64": {"rtol": 1e-6}}``; most need none.
     tolerances: dict[str, dict[str, float]] = field(default_factory=dict)
-    #: Optional (case, step) -> None that raises if a finite-difference step could flip a
-    #: discrete decision (a hash bucket, an argmax); called by the checker.
-    margin_check: Callable[[Case, float], None] | None = None
+    #: Optional (case) -> None that raises if a finite-difference step has flipped a discrete
+    #: decision (a hash bucket, an argmax); the checker calls it at every evaluation point.
+    margin_check: Callable[[Case], None] | None = None
     #: The configuration record the case is built from (defaults: the registered example).
     config: type[Config] | None = None
     #: This variant's defaults where they differ from the configuration class's (``{"causal": True}``).

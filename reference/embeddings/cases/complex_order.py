@@ -164,7 +164,7 @@ def transformer_backward(cache: ComplexTransformerCache, cot: dict[str, Any]) ->
     return complex_order_transformer_backward(cot.get("logits"), cot.get("loss"), cache)
 
 
-def margin_check(case: Case, _tol: float) -> None:
+def margin_check(case: Case) -> None:
     xp = array_namespace(case.params["amplitude"])
     for part, x in zip(("re", "im"), _relu_inputs(case)):
         if bool(xp.any((x > 0) != case.static[f"active_{part}"])):

@@ -131,7 +131,7 @@ def _gaps(noisy: np.ndarray, gumbel: np.ndarray) -> np.ndarray:
     return top[..., -1] - top[..., -2]  # (B, T)
 
 
-def margin_check(case: Case, step: float) -> None:
+def margin_check(case: Case) -> None:
     gaps = _gaps(_noisy(case), to_numpy(case.static["gumbel"]))[to_numpy(case.static["masked"])]
     if float(np.min(gaps)) < MARGIN_CHECK:
         raise ValueError(f"objectives.electra: a sample is within {float(np.min(gaps)):.3g} of a tie (need "
