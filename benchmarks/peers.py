@@ -129,7 +129,7 @@ def reversible(case: Case, dtype: str) -> Runner:
 
     def forward():
         x.grad = None
-        return encoder(hidden_states=x).hidden_states
+        return encoder(hidden_states=x, head_mask=[None] * c.n_layers).hidden_states
 
     return "HF ReformerLayer stack", _backward_runner(encoder, forward)
 
