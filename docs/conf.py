@@ -13,8 +13,9 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))
 sys.path.insert(0, str(DOCS / "_ext"))
 
-import reference  # noqa: E402
 from ipykernel.kernelspec import write_kernel_spec  # noqa: E402
+
+import reference  # noqa: E402
 
 project = "ICLR 2020 oracle"
 author = "the oracle's maintainers"

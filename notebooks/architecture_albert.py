@@ -40,10 +40,20 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from reference.architecture.albert import (AlbertConfig, albert_backward, albert_forward, layer_keys,
-                                           layer_transition_metrics)
-from reference.architecture.albert_params import PAPER_ROWS, AlbertSize, count_parameters, init_albert
-from reference.architecture.albert_params import paper_millions, untie
+from reference.architecture.albert import (
+    AlbertConfig,
+    albert_backward,
+    albert_forward,
+    layer_transition_metrics,
+)
+from reference.architecture.albert_params import (
+    PAPER_ROWS,
+    AlbertSize,
+    count_parameters,
+    init_albert,
+    paper_millions,
+    untie,
+)
 from reference.backend import namespace, to_numpy
 
 xp = namespace("numpy")

@@ -43,9 +43,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from gradients.check import check_mechanism
-from reference.architecture.compressive import (CompressiveConfig, compressive_layer_backward,
-                                                compressive_layer_forward, compressive_segments_forward, init_state)
-from reference.architecture.compressive import init_compressive_layer
+from reference.architecture.compressive import (
+    CompressiveConfig,
+    compressive_layer_backward,
+    compressive_layer_forward,
+    compressive_segments_forward,
+    init_compressive_layer,
+    init_state,
+)
 from reference.backend import namespace, to_numpy
 from reference.registry import get
 

@@ -41,8 +41,12 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from reference.architecture.depth_adaptive import (DepthAdaptiveConfig, confidence_decode, depth_adaptive_backward,
-                                                   depth_adaptive_forward)
+from reference.architecture.depth_adaptive import (
+    DepthAdaptiveConfig,
+    confidence_decode,
+    depth_adaptive_backward,
+    depth_adaptive_forward,
+)
 from reference.architecture.depth_adaptive_params import aligned_omega, init_depth_adaptive
 from reference.backend import namespace, to_numpy
 

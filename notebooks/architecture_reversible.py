@@ -43,9 +43,15 @@ import tracemalloc
 import matplotlib.pyplot as plt
 import numpy as np
 
-from reference.architecture.reversible import (init_reversible_layers, reversible_backward, reversible_forward,
-                                               reversible_inverse, sample_reversible_tapes, stored_backward,
-                                               stored_forward)
+from reference.architecture.reversible import (
+    init_reversible_layers,
+    reversible_backward,
+    reversible_forward,
+    reversible_inverse,
+    sample_reversible_tapes,
+    stored_backward,
+    stored_forward,
+)
 from reference.architecture.reversible_blocks import ReversibleConfig
 from reference.backend import namespace
 

@@ -44,8 +44,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from gradients import check_mechanism
-from reference.attention.lsra import LSRAConfig, lsra_backward, lsra_forward
-from reference.attention.lsra import init_lsra
+from reference.attention.lsra import LSRAConfig, init_lsra, lsra_backward, lsra_forward
 from reference.backend import namespace, to_numpy
 from reference.registry import get
 

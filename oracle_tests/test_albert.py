@@ -17,12 +17,25 @@ import torch.nn.functional as tf
 from gradients import check_mechanism
 from gradients.check import random_cotangents
 from gradients.compare import compare_torch
-from reference.architecture.albert import AlbertConfig, albert_backward, albert_forward, layer_keys
-from reference.architecture.albert import layer_transition_metrics
-from reference.architecture.albert import albert_encoder_backward, albert_encoder_forward
+from reference.architecture.albert import (
+    AlbertConfig,
+    albert_backward,
+    albert_encoder_backward,
+    albert_encoder_forward,
+    albert_forward,
+    layer_keys,
+    layer_transition_metrics,
+)
+from reference.architecture.albert_params import (
+    PAPER_ROWS,
+    AlbertSize,
+    count_parameters,
+    init_albert,
+    paper_millions,
+    sample_albert_batch,
+    untie,
+)
 from reference.architecture.cases.albert import VARIANTS, AlbertCaseConfig
-from reference.architecture.albert_params import PAPER_ROWS, AlbertSize, count_parameters, init_albert
-from reference.architecture.albert_params import paper_millions, sample_albert_batch, untie
 from reference.backend import namespace, to_numpy
 from reference.random import generator
 from reference.registry import get

@@ -16,8 +16,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reference.architecture.albert import AlbertConfig, albert_backward, albert_encoder_backward
-from reference.architecture.albert import albert_encoder_forward, albert_forward
+from reference.architecture.albert import (
+    AlbertConfig,
+    albert_backward,
+    albert_encoder_backward,
+    albert_encoder_forward,
+    albert_forward,
+)
 from reference.architecture.albert_params import init_albert, sample_albert_batch
 from reference.architecture.cases.albert import AlbertCaseConfig
 from reference.backend import namespace, to_numpy

@@ -5,11 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.special
-
 from conftest import _HAS_TORCH, assert_array_like, xp_assert_close
+
 from reference import backend
-from reference.backend import (MASKED_SCORE, _erf_series, erf, from_numpy, namespace, one_hot, scatter_add,
-                               sum_to_shape, to_numpy)
+from reference.backend import (
+    MASKED_SCORE,
+    _erf_series,
+    erf,
+    from_numpy,
+    namespace,
+    one_hot,
+    scatter_add,
+    sum_to_shape,
+    to_numpy,
+)
 
 
 @pytest.mark.parametrize("name", ["numpy", "array_api_strict", "torch"])

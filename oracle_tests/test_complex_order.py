@@ -24,9 +24,12 @@ from gradients.check import check_mechanism, random_cotangents
 from gradients.complex import from_jax, numerical_wirtinger, to_jax, wirtinger
 from gradients.numerical import complex_step_gradient
 from reference.backend import namespace, to_numpy
-from reference.embeddings.complex_layers import (complex_attention_forward, complex_linear_backward,
-                                                 complex_linear_forward)
-from reference.embeddings.complex_order import (complex_order_backward, complex_order_forward)
+from reference.embeddings.complex_layers import (
+    complex_attention_forward,
+    complex_linear_backward,
+    complex_linear_forward,
+)
+from reference.embeddings.complex_order import complex_order_backward, complex_order_forward
 from reference.registry import get
 
 EMBEDDINGS = ["embeddings.complex_order", "embeddings.complex_order.shared_frequency",

@@ -18,10 +18,18 @@ import torch.nn.functional as tf
 from gradients import check_mechanism
 from gradients.check import random_cotangents
 from gradients.compare import compare_torch
-from reference.architecture.compressive import (CompressiveConfig, compressive_layer_backward, compressive_layer_forward,
-                                                compressive_segments_forward, init_state)
 from reference.architecture.cases.compressive import VARIANTS
-from reference.architecture.compressive import CompressiveState, init_compressive_layer, sample_memory, usage_counts
+from reference.architecture.compressive import (
+    CompressiveConfig,
+    CompressiveState,
+    compressive_layer_backward,
+    compressive_layer_forward,
+    compressive_segments_forward,
+    init_compressive_layer,
+    init_state,
+    sample_memory,
+    usage_counts,
+)
 from reference.architecture.compressive_functions import compress_forward, most_used_rows
 from reference.backend import namespace, to_numpy
 from reference.random import generator, normal

@@ -13,9 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reference.architecture.compressive import CompressiveConfig, CompressiveState, compressive_layer_backward
-from reference.architecture.compressive import compressive_layer_forward
-from reference.architecture.compressive import init_compressive_layer
+from reference.architecture.compressive import (
+    CompressiveConfig,
+    CompressiveState,
+    compressive_layer_backward,
+    compressive_layer_forward,
+    init_compressive_layer,
+)
 from reference.backend import namespace, to_numpy
 from reference.random import generator
 

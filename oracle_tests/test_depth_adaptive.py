@@ -15,10 +15,21 @@ import torch
 
 from gradients import check_mechanism
 from gradients.check import random_cotangents
-from reference.architecture.depth_adaptive import (DepthAdaptiveConfig, confidence_decode, depth_adaptive_backward,
-                                                   depth_adaptive_forward, greedy_decode)
-from reference.architecture.depth_adaptive_halting import (exit_scores, first_exit, geometric_halting_grad,
-                                                           geometric_log_q, halting_backward, oracle_depths)
+from reference.architecture.depth_adaptive import (
+    DepthAdaptiveConfig,
+    confidence_decode,
+    depth_adaptive_backward,
+    depth_adaptive_forward,
+    greedy_decode,
+)
+from reference.architecture.depth_adaptive_halting import (
+    exit_scores,
+    first_exit,
+    geometric_halting_grad,
+    geometric_log_q,
+    halting_backward,
+    oracle_depths,
+)
 from reference.architecture.depth_adaptive_params import init_depth_adaptive
 from reference.backend import namespace, to_numpy
 from reference.registry import get, select

@@ -16,8 +16,15 @@ import torch
 
 from gradients import check_mechanism
 from reference.attention.cases.lsh import EDGE_CONFIGS
-from reference.attention.lsh import (hash_margins, init_lsh, lsh_attention_backward, lsh_attention_forward, lsh_hash,
-                                     project_queries, sample_rotations)
+from reference.attention.lsh import (
+    hash_margins,
+    init_lsh,
+    lsh_attention_backward,
+    lsh_attention_forward,
+    lsh_hash,
+    project_queries,
+    sample_rotations,
+)
 from reference.attention.lsh_dense import lsh_dense_backward, lsh_dense_forward
 from reference.backend import namespace, to_numpy
 from reference.random import random_cotangents

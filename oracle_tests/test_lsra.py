@@ -19,8 +19,12 @@ from gradients.compare import compare_torch
 from reference.attention.cases.lsra import VARIANTS as CASE_VARIANTS
 from reference.attention.cases.lsra import centre_relu_bias
 from reference.attention.lsra import LSRAConfig, init_lsra, lsra_backward, lsra_forward
-from reference.attention.lsra_conv import (dynamic_conv_forward, expand_heads, lightweight_conv_backward,
-                                           lightweight_conv_forward)
+from reference.attention.lsra_conv import (
+    dynamic_conv_forward,
+    expand_heads,
+    lightweight_conv_backward,
+    lightweight_conv_forward,
+)
 from reference.backend import namespace, to_numpy
 from reference.registry import get
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import CPU_BACKENDS, assert_array_like
+
 from gradients.check import check_mechanism, random_cotangents
 from reference.backend import namespace, to_numpy
 from reference.registry import all_mechanisms

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import CPU_BACKENDS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import CPU_BACKENDS
 from reference.backend import namespace, to_numpy
 from reference.nn.attention import causal_mask, init_attention, mha_backward, mha_forward, padding_mask
 from reference.nn.conv1d import depthwise_conv1d_backward, depthwise_conv1d_forward

@@ -7,16 +7,23 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from objectives_checks import assert_joint_directional_derivative, assert_strict_matches_numpy
+from torch_bert import act, mlm_head, sub, text_encoder
 
 from gradients.check import check_mechanism
 from gradients.compare import sweep_torch
-from objectives_checks import assert_joint_directional_derivative, assert_strict_matches_numpy
 from reference.backend import namespace, to_numpy
 from reference.objectives.cases import electra as ex
-from reference.objectives.electra import (DISALLOW_PENALTY, DISC_WEIGHT, MASK_TOKEN_PROB, electra_backward,
-                                          sample_electra_masking, sample_gumbel, sample_replacements)
+from reference.objectives.electra import (
+    DISALLOW_PENALTY,
+    DISC_WEIGHT,
+    MASK_TOKEN_PROB,
+    electra_backward,
+    sample_electra_masking,
+    sample_gumbel,
+    sample_replacements,
+)
 from reference.registry import get
-from torch_bert import act, mlm_head, sub, text_encoder
 
 NAME = "objectives.electra"
 NAMES = [NAME, NAME + ".generator", NAME + ".discriminator"]

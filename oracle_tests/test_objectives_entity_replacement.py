@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import CPU_BACKENDS
+from objectives_checks import assert_strict_matches_numpy
+from torch_bert import mlm_head_transform, text_encoder
+
 from gradients.check import check_mechanism
 from gradients.compare import sweep_torch
-from objectives_checks import assert_strict_matches_numpy
 from reference.backend import namespace, to_numpy
 from reference.objectives import entity_replacement_data as data
 from reference.objectives.cases import entity_replacement as case_data
 from reference.objectives.entity_replacement import HEADS, entity_replacement_forward
 from reference.registry import get
-from torch_bert import mlm_head_transform, text_encoder
 
 MASKED = float(torch.finfo(torch.float64).min)  # HF's additive mask value: fully padded rows stay finite
 
@@ -103,8 +103,8 @@ def test_one_token_mention_position_receives_both_heads() -> None:
     one = np.float64(1.0)
     dz = np.zeros(tuple(cache.head.z.shape))
     for hc in cache.heads:  # rebuild S^T dr by loops
-        from reference.nn.losses import cross_entropy_backward
         from reference.nn.linear import linear_backward
+        from reference.nn.losses import cross_entropy_backward
         dr, _ = linear_backward(cross_entropy_backward(one, hc.loss), hc.classifier)
         (hot,) = hc.selectors
         for b_ in range(dz.shape[0]):

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import CPU_BACKENDS
+from objectives_checks import assert_strict_matches_numpy
+from torch_bert import mlm_head, text_encoder
+
 from gradients.check import check_mechanism
 from gradients.compare import sweep_torch
-from objectives_checks import assert_strict_matches_numpy
 from reference.backend import namespace, to_numpy
 from reference.nn.losses import IGNORE_INDEX
 from reference.objectives import structbert_sentence as sent
 from reference.objectives import structbert_word as word
 from reference.objectives.cases import structbert_word as word_case
 from reference.registry import get
-from torch_bert import mlm_head, text_encoder
 
 MASKED = float(torch.finfo(torch.float64).min)  # HF's additive mask value: fully padded rows stay finite
 

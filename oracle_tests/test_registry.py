@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import assert_array_like
+
 from gradients.check import random_cotangents
 from reference.backend import to_numpy
 from reference.registry import SECTIONS, all_mechanisms

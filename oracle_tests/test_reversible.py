@@ -12,16 +12,26 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_lsh import torch_lsh
 
 from benchmarks.reversible_memory import ff_chunk_peak_mib, peak_mib
 from gradients import check_mechanism
-from test_lsh import torch_lsh
 from reference.architecture.cases.reversible import FULL_EDGES, LSH_EDGES, unflatten_params
-from reference.architecture.reversible import (init_reversible_layers, reversible_backward, reversible_forward,
-                                               reversible_inverse, sample_reversible_tapes, stored_backward,
-                                               stored_forward)
-from reference.architecture.reversible_blocks import (LayerTape, ReversibleConfig, chunked_feed_forward_backward,
-                                                      chunked_feed_forward_forward)
+from reference.architecture.reversible import (
+    init_reversible_layers,
+    reversible_backward,
+    reversible_forward,
+    reversible_inverse,
+    sample_reversible_tapes,
+    stored_backward,
+    stored_forward,
+)
+from reference.architecture.reversible_blocks import (
+    LayerTape,
+    ReversibleConfig,
+    chunked_feed_forward_backward,
+    chunked_feed_forward_forward,
+)
 from reference.backend import namespace, to_numpy
 from reference.nn.feed_forward import feed_forward_backward, feed_forward_forward, init_feed_forward
 from reference.random import random_cotangents

@@ -16,8 +16,12 @@ from gradients import check_mechanism
 from reference.attention.tree_input import batch_trees, parse_tree
 from reference.backend import namespace, to_numpy
 from reference.nn.attention import init_attention
-from reference.objectives.subtree_masking import (padding_mask_tree, subtree_attention_backward,
-                                                  subtree_attention_forward, subtree_mask)
+from reference.objectives.subtree_masking import (
+    padding_mask_tree,
+    subtree_attention_backward,
+    subtree_attention_forward,
+    subtree_mask,
+)
 from reference.registry import get
 
 TREES = {"chain": ["(S (A (B (C x y))))"], "flat": ["(S a b c d e)"], "right": ["(S a (X b (Y c (Z d (W e f)))))"],

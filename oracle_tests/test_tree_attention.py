@@ -14,8 +14,13 @@ import pytest
 import torch
 
 from gradients import check_mechanism
-from reference.attention.tree import (CODE_OPTIONS, PAPER_RECALLED_OPTIONS, init_tree_attention,
-                                      tree_attention_backward, tree_attention_forward)
+from reference.attention.tree import (
+    CODE_OPTIONS,
+    PAPER_RECALLED_OPTIONS,
+    init_tree_attention,
+    tree_attention_backward,
+    tree_attention_forward,
+)
 from reference.attention.tree_accumulation import hierarchical_accumulation_forward
 from reference.attention.tree_input import Tree, batch_trees, parse_tree
 from reference.backend import namespace, to_numpy

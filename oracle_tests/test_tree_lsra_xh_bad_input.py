@@ -13,7 +13,7 @@ from reference.attention.tree import init_tree_attention, tree_attention_forward
 from reference.attention.tree_accumulation import hierarchical_accumulation_forward
 from reference.attention.tree_input import batch_trees, parse_tree
 from reference.backend import namespace
-from reference.embeddings.hierarchical import hierarchical_embedding_forward, init_hierarchical
+from reference.embeddings.hierarchical import hierarchical_embedding_forward
 from reference.nn.encoder_layer import init_encoder_layer
 from reference.objectives.subtree_masking import subtree_attention_forward, subtree_mask
 

@@ -51,8 +51,13 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, is_array_api_strict_namespace
-from array_api_compat import is_cupy_namespace, is_numpy_namespace, is_torch_namespace
+from array_api_compat import (
+    array_namespace,
+    is_array_api_strict_namespace,
+    is_cupy_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+)
 
 __all__ = [
     "BACKENDS",

@@ -32,7 +32,6 @@ import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any, Callable, Mapping
 
 from .config import Config

@@ -42,14 +42,24 @@ from typing import Any, NamedTuple
 
 from ..backend import array_namespace
 from ..nn.attention import ATTENTION_PARAMS, MHACache, causal_mask, init_attention, mha_backward, mha_forward
-from ..nn.feed_forward import FFN_PARAMS, FeedForwardCache, feed_forward_backward, feed_forward_forward, init_feed_forward
+from ..nn.feed_forward import (
+    FFN_PARAMS,
+    FeedForwardCache,
+    feed_forward_backward,
+    feed_forward_forward,
+    init_feed_forward,
+)
 from ..nn.layer_norm import LayerNormCache, init_layer_norm, layer_norm_backward, layer_norm_forward
 from ..random import normal, uniform
 from ..validate import require_finite, require_float, require_shape
 from .compressive_functions import COMPRESSION_PARAMS, COMPRESSIONS, compress_forward, most_used_rows
-from .compressive_loss import (RECON_ATTENTION_PARAMS, REDUCTIONS, ReconstructionCache,
-                               attention_reconstruction_backward, attention_reconstruction_forward)
-
+from .compressive_loss import (
+    RECON_ATTENTION_PARAMS,
+    REDUCTIONS,
+    ReconstructionCache,
+    attention_reconstruction_backward,
+    attention_reconstruction_forward,
+)
 
 EVICTIONS = ("fifo", "algorithm1")
 USAGE_RANKINGS = ("mean", "sum")

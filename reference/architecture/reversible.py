@@ -50,8 +50,17 @@ from ..nn.feed_forward import init_feed_forward
 from ..nn.layer_norm import init_layer_norm
 from ..random import dropout_mask
 from ..validate import require_finite, require_float, require_shape
-from .reversible_blocks import (FCache, GCache, LayerTape, ReversibleConfig, f_backward, f_forward, g_backward,
-                                g_forward, g_vjp)
+from .reversible_blocks import (
+    FCache,
+    GCache,
+    LayerTape,
+    ReversibleConfig,
+    f_backward,
+    f_forward,
+    g_backward,
+    g_forward,
+    g_vjp,
+)
 
 
 class ReversibleCache(NamedTuple):

@@ -31,8 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ..backend import array_namespace
 from ..attention.lsh import LSH_PARAMS, lsh_attention_backward, lsh_attention_forward, lsh_hash, project_queries
+from ..backend import array_namespace
 from ..nn.attention import ATTENTION_PARAMS, causal_mask, mha_backward, mha_forward
 from ..nn.dropout import dropout_backward, dropout_forward
 from ..nn.feed_forward import FFN_PARAMS, feed_forward_backward, feed_forward_forward

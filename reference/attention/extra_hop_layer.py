@@ -58,8 +58,15 @@ from ..nn.feed_forward import FFN_PARAMS
 from ..nn.linear import init_linear
 from ..nn.losses import cross_entropy_backward, cross_entropy_forward, sigmoid_bce_backward, sigmoid_bce_forward
 from ..validate import require_bool, require_finite, require_float, require_int, require_params, require_shape
-from .extra_hop import (GAT_HOP_PARAMS, PAPER_HOP_PARAMS, VARIANTS, GATHopCache, PaperHopCache, extra_hop_backward,
-                        extra_hop_forward)
+from .extra_hop import (
+    GAT_HOP_PARAMS,
+    PAPER_HOP_PARAMS,
+    VARIANTS,
+    GATHopCache,
+    PaperHopCache,
+    extra_hop_backward,
+    extra_hop_forward,
+)
 
 HEADS = ("softmax", "sigmoid")
 LAYER_PARAMS = (*ATTENTION_PARAMS, *FFN_PARAMS, *LN_PARAMS)

@@ -72,8 +72,7 @@ from ..backend import MASKED_SCORE, array_namespace, from_numpy
 from ..nn.attention import merge_heads, split_heads
 from ..nn.softmax import logsumexp
 from ..random import normal
-from ..validate import (require_bool, require_finite, require_float, require_index_range, require_int,
-                        require_shape)
+from ..validate import require_bool, require_finite, require_float, require_index_range, require_int, require_shape
 
 LSH_PARAMS = ("w_qk", "w_v", "w_o")
 SELF_PENALTY = 1e5  # subtracted from a token's score against itself (paper §2, trax daefc069 l.906)

@@ -32,8 +32,17 @@ from typing import Any, Mapping, NamedTuple
 from ..backend import MASKED_SCORE, array_namespace
 from ..nn.attention import merge_heads, split_heads
 from ..nn.softmax import logsumexp
-from .lsh import (SELF_PENALTY, RoundsCache, combine_rounds, combine_rounds_backward, normalise_keys,
-                  normalise_keys_backward, pad_buckets, project_queries, validate_lsh)
+from .lsh import (
+    SELF_PENALTY,
+    RoundsCache,
+    combine_rounds,
+    combine_rounds_backward,
+    normalise_keys,
+    normalise_keys_backward,
+    pad_buckets,
+    project_queries,
+    validate_lsh,
+)
 
 
 class LSHDenseCache(NamedTuple):

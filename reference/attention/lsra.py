@@ -67,15 +67,38 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import array_namespace
-from ..nn.attention import ATTENTION_PARAMS, MHACache, causal_mask, init_attention, mha_backward, mha_forward, padding_mask
-from ..nn.feed_forward import FFN_PARAMS, FeedForwardCache, feed_forward_backward, feed_forward_forward, init_feed_forward
+from ..nn.attention import (
+    ATTENTION_PARAMS,
+    MHACache,
+    causal_mask,
+    init_attention,
+    mha_backward,
+    mha_forward,
+    padding_mask,
+)
+from ..nn.feed_forward import (
+    FFN_PARAMS,
+    FeedForwardCache,
+    feed_forward_backward,
+    feed_forward_forward,
+    init_feed_forward,
+)
 from ..nn.layer_norm import LayerNormCache, init_layer_norm, layer_norm_backward, layer_norm_forward
 from ..nn.linear import LinearCache, init_linear, linear_backward, linear_forward
 from ..random import dropout_mask, normal
 from ..validate import require_bool, require_finite, require_float, require_params, require_shape
-from .lsra_conv import (HEAD_LAYOUTS, DynamicConvCache, GLUCache, LightConvCache, dynamic_conv_backward,
-                        dynamic_conv_forward, glu_backward, glu_forward, lightweight_conv_backward,
-                        lightweight_conv_forward)
+from .lsra_conv import (
+    HEAD_LAYOUTS,
+    DynamicConvCache,
+    GLUCache,
+    LightConvCache,
+    dynamic_conv_backward,
+    dynamic_conv_forward,
+    glu_backward,
+    glu_forward,
+    lightweight_conv_backward,
+    lightweight_conv_forward,
+)
 
 CONV_TYPES = ("lightweight", "dynamic")
 PAD_MASK_SITES = ("pre_conv", "branch_input")

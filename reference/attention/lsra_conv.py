@@ -50,8 +50,13 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace
-from ..nn.conv1d import (DepthwiseConvCache, depthwise_conv1d_backward, depthwise_conv1d_forward, left_padding,
-                         pad_sequence)
+from ..nn.conv1d import (
+    DepthwiseConvCache,
+    depthwise_conv1d_backward,
+    depthwise_conv1d_forward,
+    left_padding,
+    pad_sequence,
+)
 from ..nn.linear import LinearCache, linear_backward, linear_forward
 from ..nn.losses import sigmoid
 from ..nn.softmax import SoftmaxCache, softmax_backward, softmax_forward

@@ -56,12 +56,15 @@ paper is the named option set ``PAPER_RECALLED_OPTIONS`` (``attention.tree.paper
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 from ..backend import array_namespace
-from ..embeddings.hierarchical import (HierarchicalCache, hierarchical_embedding_backward,
-                                       hierarchical_embedding_forward, init_hierarchical)
+from ..embeddings.hierarchical import (
+    HierarchicalCache,
+    hierarchical_embedding_backward,
+    hierarchical_embedding_forward,
+    init_hierarchical,
+)
 from ..nn.attention import SDPACache, init_attention, merge_heads, sdpa_backward, sdpa_forward, split_heads
 from ..nn.linear import LinearCache, init_linear, linear_backward, linear_forward
 from ..nn.losses import sigmoid

@@ -42,13 +42,29 @@ import numpy as np
 from ..backend import array_namespace
 from ..nn.layer_norm import init_layer_norm
 from ..nn.linear import LinearCache, init_linear, linear_backward, linear_forward
-from ..nn.losses import IGNORE_INDEX, CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
-from .complex_layers import (ATTENTION_PARAMS, ComplexAttentionCache, ComplexLinearCache, SplitLayerNormCache,
-                             complex_attention_backward, complex_attention_forward, complex_linear_backward,
-                             complex_linear_forward, parts_to_complex, split_activation_backward,
-                             split_activation_forward, split_layer_norm_backward, split_layer_norm_forward)
-from .complex_order import (PAPER, ComplexOrderCache, complex_dtype, complex_order_backward, complex_order_forward,
-                            sample_complex_order)
+from ..nn.losses import CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
+from .complex_layers import (
+    ATTENTION_PARAMS,
+    ComplexAttentionCache,
+    ComplexLinearCache,
+    SplitLayerNormCache,
+    complex_attention_backward,
+    complex_attention_forward,
+    complex_linear_backward,
+    complex_linear_forward,
+    parts_to_complex,
+    split_activation_backward,
+    split_activation_forward,
+    split_layer_norm_backward,
+    split_layer_norm_forward,
+)
+from .complex_order import (
+    ComplexOrderCache,
+    complex_dtype,
+    complex_order_backward,
+    complex_order_forward,
+    sample_complex_order,
+)
 
 EMBEDDING_PARAMS = ("amplitude", "frequency", "initial_phase")
 LAYER_PARAMS = ATTENTION_PARAMS + ("ln1_gamma", "ln1_beta", "w_1", "b_1", "w_2", "b_2", "ln2_gamma", "ln2_beta")

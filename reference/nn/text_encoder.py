@@ -21,10 +21,19 @@ from typing import Any, NamedTuple
 
 from ..validate import require_bool, require_int, require_shape
 from .attention import ATTENTION_PARAMS, padding_mask
-from .bert_embeddings import (BertEmbeddingsCache, bert_embeddings_backward, bert_embeddings_forward,
-                              init_bert_embeddings)
-from .encoder_layer import (LN_PARAMS, EncoderLayerCache, encoder_layer_backward, encoder_layer_forward,
-                            init_encoder_layer)
+from .bert_embeddings import (
+    BertEmbeddingsCache,
+    bert_embeddings_backward,
+    bert_embeddings_forward,
+    init_bert_embeddings,
+)
+from .encoder_layer import (
+    LN_PARAMS,
+    EncoderLayerCache,
+    encoder_layer_backward,
+    encoder_layer_forward,
+    init_encoder_layer,
+)
 from .feed_forward import FFN_PARAMS
 from .linear import LinearCache, init_linear, linear_backward, linear_forward
 

@@ -77,11 +77,23 @@ from ..backend import array_namespace, from_numpy, one_hot, to_numpy
 from ..nn.bert_embeddings import require_ids, require_tables
 from ..nn.gelu import ActivationCache, activation_backward, activation_forward
 from ..nn.linear import LinearCache, init_linear, linear_backward, linear_forward
-from ..nn.losses import (IGNORE_INDEX, BCECache, CrossEntropyCache, cross_entropy_backward, cross_entropy_forward,
-                         sigmoid_bce_backward, sigmoid_bce_forward)
+from ..nn.losses import (
+    IGNORE_INDEX,
+    BCECache,
+    CrossEntropyCache,
+    cross_entropy_backward,
+    cross_entropy_forward,
+    sigmoid_bce_backward,
+    sigmoid_bce_forward,
+)
 from ..nn.mlm_head import MLMHeadCache, init_mlm_head, mlm_head_backward, mlm_head_forward, mlm_head_keys
-from ..nn.text_encoder import (EMBEDDING_KEYS, TextEncoderCache, init_text_encoder, text_encoder_backward,
-                               text_encoder_forward)
+from ..nn.text_encoder import (
+    EMBEDDING_KEYS,
+    TextEncoderCache,
+    init_text_encoder,
+    text_encoder_backward,
+    text_encoder_forward,
+)
 from ..validate import require_bool, require_finite, require_float, require_int, require_shape
 
 #: The discriminator weight lambda (configure_pretraining.py l.39; the paper's Sec. 3.1).

@@ -35,10 +35,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import array_namespace
+from ..nn.bert_embeddings import require_ids, require_tables
 from ..nn.linear import LinearCache, init_linear, linear_backward, linear_forward
 from ..nn.losses import CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
 from ..nn.text_encoder import TextEncoderCache, init_text_encoder, text_encoder_backward, text_encoder_forward
-from ..nn.bert_embeddings import require_ids, require_tables
 from ..validate import require_index_range, require_int, require_shape
 
 NEXT, PREVIOUS, RANDOM = 0, 1, 2

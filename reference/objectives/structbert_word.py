@@ -46,10 +46,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import array_namespace, from_numpy, to_numpy
+from ..nn.bert_embeddings import require_ids, require_tables
 from ..nn.losses import IGNORE_INDEX, CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
 from ..nn.mlm_head import MLMHeadCache, init_mlm_head, mlm_head_backward, mlm_head_forward, mlm_head_keys
 from ..nn.text_encoder import TextEncoderCache, init_text_encoder, text_encoder_backward, text_encoder_forward
-from ..nn.bert_embeddings import require_ids, require_tables
 from ..validate import require_int, require_shape
 
 #: The five non-identity orderings of a trigram.

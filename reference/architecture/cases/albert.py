@@ -14,8 +14,14 @@ from ...config import Config, option
 from ...nn.encoder_layer import sample_encoder_dropout
 from ...random import dropout_mask, generator
 from ...registry import Case, Mechanism, register
-from ..albert import SHARING, AlbertConfig, albert_backward, albert_encoder_backward, albert_encoder_forward
-from ..albert import albert_forward
+from ..albert import (
+    SHARING,
+    AlbertConfig,
+    albert_backward,
+    albert_encoder_backward,
+    albert_encoder_forward,
+    albert_forward,
+)
 from ..albert_params import AlbertSize, init_albert, sample_albert_batch
 
 PAPER = "ALBERT: A Lite BERT (Lan et al., ICLR 2020)"

@@ -18,8 +18,17 @@ from typing import Any
 from ...config import Config, option
 from ...random import dropout_mask, generator, normal
 from ...registry import Case, Mechanism, register
-from ..compressive import (EVICTIONS, USAGE_RANKINGS, CompressiveConfig, CompressiveState, compressive_layer_backward,
-                           compressive_layer_forward, evicted_rows, init_compressive_layer, sample_memory)
+from ..compressive import (
+    EVICTIONS,
+    USAGE_RANKINGS,
+    CompressiveConfig,
+    CompressiveState,
+    compressive_layer_backward,
+    compressive_layer_forward,
+    evicted_rows,
+    init_compressive_layer,
+    sample_memory,
+)
 from ..compressive_functions import COMPRESSIONS
 from ..compressive_loss import RECON_ATTENTION_PARAMS, REDUCTIONS
 

@@ -23,8 +23,15 @@ from ...nn.gelu import ACTIVATIONS
 from ...nn.layer_norm import layer_norm_forward
 from ...random import generator, normal
 from ...registry import Case, Mechanism, register
-from ..reversible import (init_reversible_layers, reversible_backward, reversible_forward, reversible_intermediates,
-                          sample_reversible_tapes, stored_backward, stored_forward)
+from ..reversible import (
+    init_reversible_layers,
+    reversible_backward,
+    reversible_forward,
+    reversible_intermediates,
+    sample_reversible_tapes,
+    stored_backward,
+    stored_forward,
+)
 from ..reversible_blocks import ATTENTIONS, ReversibleConfig
 
 PAPER = "Reformer: The Efficient Transformer (Kitaev, Kaiser, Levskaya, ICLR 2020)"

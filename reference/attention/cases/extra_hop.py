@@ -30,7 +30,14 @@ from ...nn.encoder_layer import encoder_layer_forward, init_encoder_layer
 from ...random import generator, normal
 from ...registry import Case, Mechanism, register
 from ..extra_hop import VARIANTS, adjacency_from_edges, hop_margins, init_hop
-from ..extra_hop_layer import HEADS, init_node_head, node_head_backward, node_head_forward, xh_layer_backward, xh_layer_forward
+from ..extra_hop_layer import (
+    HEADS,
+    init_node_head,
+    node_head_backward,
+    node_head_forward,
+    xh_layer_backward,
+    xh_layer_forward,
+)
 
 PAPER = "Transformer-XH: Multi-Evidence Reasoning with eXtra Hop Attention (Zhao et al., ICLR 2020)"
 GRAPHS = ("mixed", "complete", "chain", "empty", "self_loops")

@@ -23,8 +23,16 @@ from ...backend import array_namespace, from_numpy, to_numpy
 from ...config import Config, option
 from ...random import generator, normal
 from ...registry import Case, Mechanism, register
-from ..lsh import (hash_margins, init_lsh, lsh_attention_backward, lsh_attention_forward, lsh_hash, lsh_intermediates,
-                   project_queries, sample_rotations)
+from ..lsh import (
+    hash_margins,
+    init_lsh,
+    lsh_attention_backward,
+    lsh_attention_forward,
+    lsh_hash,
+    lsh_intermediates,
+    project_queries,
+    sample_rotations,
+)
 from ..lsh_dense import lsh_dense_backward, lsh_dense_forward, lsh_dense_intermediates
 
 PAPER = "Reformer: The Efficient Transformer (Kitaev, Kaiser, Levskaya, ICLR 2020)"

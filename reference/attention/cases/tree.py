@@ -21,12 +21,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...config import Config, option
+from ...embeddings.hierarchical import LAYOUTS, VERTICALS
 from ...random import generator, normal
 from ...registry import Case, Mechanism, register
-from ...embeddings.hierarchical import LAYOUTS, VERTICALS
-from ..tree import (CODE_OPTIONS, PAPER_RECALLED_OPTIONS, PROJ_ACTS, init_tree_attention, tree_attention_backward,
-                    tree_attention_forward)
-from ..tree_accumulation import AGG_NORMS, UP_NORMS, hierarchical_accumulation_backward, hierarchical_accumulation_forward
+from ..tree import (
+    CODE_OPTIONS,
+    PAPER_RECALLED_OPTIONS,
+    PROJ_ACTS,
+    init_tree_attention,
+    tree_attention_backward,
+    tree_attention_forward,
+)
+from ..tree_accumulation import (
+    AGG_NORMS,
+    UP_NORMS,
+    hierarchical_accumulation_backward,
+    hierarchical_accumulation_forward,
+)
 from ..tree_input import batch_trees, tree_from_static, tree_static
 
 PAPER = "Tree-structured Attention with Hierarchical Accumulation (Nguyen, Joty, Hoi, Socher, ICLR 2020)"

@@ -22,8 +22,12 @@ from ...random import generator
 from ...registry import Case, Mechanism, register
 from ..complex_layers import SCORES, complex_attention_forward, complex_linear_forward, split_layer_norm_forward
 from ..complex_order import PAPER, complex_order_backward, complex_order_forward, sample_complex_order
-from ..complex_transformer import (ComplexTransformerCache, complex_order_transformer_backward,
-                                   complex_order_transformer_forward, init_complex_transformer)
+from ..complex_transformer import (
+    ComplexTransformerCache,
+    complex_order_transformer_backward,
+    complex_order_transformer_forward,
+    init_complex_transformer,
+)
 
 #: Smallest |ReLU input| (each part) a case accepts: ten times what a finite-difference step moves it.
 RELU_MARGIN = 5e-3

@@ -17,7 +17,13 @@ from ...attention.tree_input import tree_from_static, tree_static
 from ...config import Config, option
 from ...random import generator
 from ...registry import Case, Mechanism, register
-from ..hierarchical import LAYOUTS, VERTICALS, hierarchical_embedding_backward, hierarchical_embedding_forward, init_hierarchical
+from ..hierarchical import (
+    LAYOUTS,
+    VERTICALS,
+    hierarchical_embedding_backward,
+    hierarchical_embedding_forward,
+    init_hierarchical,
+)
 
 PAPER = "Tree-structured Attention with Hierarchical Accumulation (Nguyen, Joty, Hoi, Socher, ICLR 2020)"
 

@@ -8,8 +8,13 @@ from typing import Any
 from ...config import Config, option
 from ...random import generator, normal, uniform
 from ...registry import Case, Mechanism, register
-from ..losses import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward, sigmoid_bce_backward, \
-    sigmoid_bce_forward
+from ..losses import (
+    IGNORE_INDEX,
+    cross_entropy_backward,
+    cross_entropy_forward,
+    sigmoid_bce_backward,
+    sigmoid_bce_forward,
+)
 
 
 @dataclass(frozen=True)

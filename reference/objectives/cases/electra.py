@@ -26,10 +26,22 @@ from ...nn.mlm_head import mlm_head_forward
 from ...nn.text_encoder import text_encoder_forward, text_encoder_intermediates
 from ...random import generator
 from ...registry import Case, Mechanism, register
-from ..electra import (DISALLOW_PENALTY, DISC_WEIGHT, GEN_HEAD, SHARED_KEYS, electra_backward,
-                       electra_discriminator_backward, electra_discriminator_forward, electra_forward,
-                       electra_generator_backward, electra_generator_forward, init_electra, network_params,
-                       sample_electra_masking, sample_gumbel)
+from ..electra import (
+    DISALLOW_PENALTY,
+    DISC_WEIGHT,
+    GEN_HEAD,
+    SHARED_KEYS,
+    electra_backward,
+    electra_discriminator_backward,
+    electra_discriminator_forward,
+    electra_forward,
+    electra_generator_backward,
+    electra_generator_forward,
+    init_electra,
+    network_params,
+    sample_electra_masking,
+    sample_gumbel,
+)
 
 PAD, CLS, SEP, MASK = 0, 1, 2, 3
 SPECIAL = (PAD, CLS, SEP, MASK)

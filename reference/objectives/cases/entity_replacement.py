@@ -21,8 +21,12 @@ from ...nn.losses import IGNORE_INDEX
 from ...nn.text_encoder import text_encoder_intermediates
 from ...random import generator
 from ...registry import Case, Mechanism, register
-from ..entity_replacement import (CLASSIFIERS, entity_replacement_backward, entity_replacement_forward,
-                                  init_entity_replacement)
+from ..entity_replacement import (
+    CLASSIFIERS,
+    entity_replacement_backward,
+    entity_replacement_forward,
+    init_entity_replacement,
+)
 from ..entity_replacement_data import MLM_POSITIONS, build_wklm_batch
 
 PAD, CLS, SEP, MASK = 0, 1, 2, 3

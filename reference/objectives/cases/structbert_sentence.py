@@ -14,8 +14,13 @@ from ...config import Config, option
 from ...nn.text_encoder import text_encoder_intermediates
 from ...random import generator
 from ...registry import Case, Mechanism, register
-from ..structbert_sentence import (N_CLASSES, init_structbert_sentence, sample_sentence_pairs,
-                                   structbert_sentence_backward, structbert_sentence_forward)
+from ..structbert_sentence import (
+    N_CLASSES,
+    init_structbert_sentence,
+    sample_sentence_pairs,
+    structbert_sentence_backward,
+    structbert_sentence_forward,
+)
 
 PAD, CLS, SEP = 0, 1, 2
 

@@ -17,8 +17,13 @@ from ...config import Config, option
 from ...nn.text_encoder import text_encoder_intermediates
 from ...random import generator
 from ...registry import Case, Mechanism, register
-from ..structbert_word import (WORD_REDUCTIONS, init_structbert_word, sample_structbert_word,
-                               structbert_word_backward, structbert_word_forward)
+from ..structbert_word import (
+    WORD_REDUCTIONS,
+    init_structbert_word,
+    sample_structbert_word,
+    structbert_word_backward,
+    structbert_word_forward,
+)
 
 PAD, CLS, SEP, MASK = 0, 1, 2, 3
 
