@@ -24,9 +24,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reference.architecture.reversible import (init_reversible_layers, reversible_backward,  # noqa: E402
-                                               reversible_forward, reversible_inverse, sample_reversible_tapes,
-                                               stored_backward, stored_forward)
+from reference.architecture.reversible import (  # noqa: E402
+    init_reversible_layers,
+    reversible_backward,
+    reversible_forward,
+    reversible_inverse,
+    sample_reversible_tapes,
+    stored_backward,
+    stored_forward,
+)
 from reference.architecture.reversible_blocks import ReversibleConfig  # noqa: E402
 from reference.backend import namespace  # noqa: E402
 
