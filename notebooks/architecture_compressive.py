@@ -47,7 +47,7 @@ from reference.architecture.compressive import (
     CompressiveConfig,
     compressive_layer_backward,
     compressive_layer_forward,
-    compressive_segments_forward,
+    compressive_rollout,
     init_compressive_layer,
     init_state,
 )
@@ -69,7 +69,7 @@ B, N_S, N_MEM, N_CMEM, D, RATE = 1, 4, 8, 4, 8, 2
 config = CompressiveConfig(n_heads=2, kind="mean", rate=RATE)
 params = init_compressive_layer(rng, D, 16, config, xp=xp, dtype=xp.float64)
 segments = [xp.asarray(rng.standard_normal((B, N_S, D))) for _ in range(7)]
-outputs, _ = compressive_segments_forward(segments, init_state(B, N_MEM, N_CMEM, D, xp=xp, dtype=xp.float64),
+outputs, _ = compressive_rollout(segments, init_state(B, N_MEM, N_CMEM, D, xp=xp, dtype=xp.float64),
                                           params, config)
 
 

@@ -24,7 +24,7 @@ from reference.architecture.compressive import (
     CompressiveState,
     compressive_layer_backward,
     compressive_layer_forward,
-    compressive_segments_forward,
+    compressive_rollout,
     init_compressive_layer,
     init_state,
     sample_memory,
@@ -244,7 +244,7 @@ def test_fifo_memory_and_compressed_memory_over_segments():
     rng = generator(5)
     params = init_compressive_layer(rng, 4, 9, config, xp=xp, dtype=xp.float64)
     segments = [normal(rng, (2, t, 4), xp=xp, dtype=xp.float64) for _ in range(6)]
-    outputs, _ = compressive_segments_forward(segments, init_state(2, n_mem, n_cmem, 4, xp=xp, dtype=xp.float64),
+    outputs, _ = compressive_rollout(segments, init_state(2, n_mem, n_cmem, 4, xp=xp, dtype=xp.float64),
                                               params, config)
     first = to_numpy(segments[0])
     for k, out in enumerate(outputs):  # after segment k
@@ -263,7 +263,7 @@ def test_segments_carry_state_explicitly_and_match_step_by_step_calls():
     params = init_compressive_layer(rng, 4, 9, config, xp=xp, dtype=xp.float64)
     segments = [normal(rng, (2, 6, 4), xp=xp, dtype=xp.float64) for _ in range(4)]
     state = init_state(2, 7, 5, 4, xp=xp, dtype=xp.float64)
-    outputs, _ = compressive_segments_forward(segments, state, params, config)
+    outputs, _ = compressive_rollout(segments, state, params, config)
     for h, out in zip(segments, outputs):
         step, _ = compressive_layer_forward(h, state, params, config)
         np.testing.assert_array_equal(to_numpy(step.y), to_numpy(out.y))

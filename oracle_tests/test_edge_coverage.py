@@ -25,17 +25,30 @@ REFERENCE = Path(__file__).resolve().parents[1] / "reference"
 SECTIONS = ("nn", "attention", "objectives", "embeddings", "architecture")
 
 
+#: A line that ends with this comment, and says why, is exempt: a branch no finite difference can
+#: judge (a stop-gradient, a rounding of the loss value, a cotangent the registered outputs never
+#: leave empty), tested elsewhere as the reason names.
+PRAGMA = "# not gradient-checked:"
+
+
 def _only_raises(body: list[ast.stmt]) -> bool:
-    return all(isinstance(s, (ast.Raise, ast.Expr)) for s in body) and any(isinstance(s, ast.Raise) for s in body)
+    """Validation: a block that ends by raising (it may first compose the message)."""
+    return bool(body) and isinstance(body[-1], ast.Raise) and \
+        not any(isinstance(s, (ast.If, ast.For, ast.While, ast.Return)) for s in body)
 
 
-def _required_lines(tree: ast.Module) -> dict[int, str]:
+def _required_lines(tree: ast.Module, source: list[str]) -> dict[int, str]:
     """Statement lines of every ``*_forward`` / ``*_backward`` function, less the raise-only validation."""
     required: dict[int, str] = {}
+
+    def exempt(s: ast.stmt) -> bool:
+        return PRAGMA in source[s.lineno - 1] and len(source[s.lineno - 1].split(PRAGMA, 1)[1].strip()) > 10
 
     def visit(statements: list[ast.stmt], function: str) -> None:
         for s in statements:
             if isinstance(s, ast.Raise) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)):
+                continue
+            if exempt(s):
                 continue
             if isinstance(s, ast.If) and _only_raises(s.body):
                 required[s.lineno] = function  # the test itself runs
@@ -69,7 +82,8 @@ def test_every_edge_configuration_passes_and_every_line_runs(tmp_path) -> None:
     unreached: list[str] = []
     for path in files:
         executed = set(data.lines(str(path)) or [])
-        required = _required_lines(ast.parse(path.read_text()))
+        text = path.read_text()
+        required = _required_lines(ast.parse(text), text.splitlines())
         missing = sorted(line for line in required if line not in executed)
         if missing:
             where = ", ".join(f"{line} ({required[line]})" for line in missing[:12])

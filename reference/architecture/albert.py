@@ -184,7 +184,7 @@ def albert_encoder_backward(dh: Any | None, cache: AlbertEncoderCache, *, dpoole
         raise ValueError("albert_encoder_backward needs a cotangent: dh, dpooled or both")
     grads = dict(grads or {})
     if dh is None:
-        dh = xp.zeros((dpooled.shape[0], cache.t, dpooled.shape[1]), dtype=dpooled.dtype)  # (B, T, Hd)
+        dh = xp.zeros((dpooled.shape[0], cache.t, dpooled.shape[1]), dtype=dpooled.dtype)  # (B, T, Hd)  # not gradient-checked: a pooled-only cotangent (test_encoder_is_the_pretraining_model_without_its_heads)
     dx = dh
     if dpooled is not None:
         dpre = dpooled * (1.0 - cache.pooled * cache.pooled)  # tanh'

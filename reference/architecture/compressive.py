@@ -250,9 +250,13 @@ def compressive_layer_backward(dy: Any, dloss: Any, cache: CompressiveCache) -> 
     return dsum1 + dh_q + dh_kv, dmem, dcmem, grads
 
 
-def compressive_segments_forward(segments: list[Any], state: CompressiveState, params: dict[str, Any],
-                                 config: CompressiveConfig) -> tuple[list[CompressiveOutputs], list[CompressiveCache]]:
-    """Run consecutive segments, carrying the state explicitly (each segment's state is the last one's output)."""
+def compressive_rollout(segments: list[Any], state: CompressiveState, params: dict[str, Any],
+                        config: CompressiveConfig) -> tuple[list[CompressiveOutputs], list[CompressiveCache]]:
+    """Run consecutive segments, carrying the state explicitly (each segment's state is the last one's output).
+
+    A forward-only rollout (for studying memory over many segments): its gradients are those of the
+    single-segment layer, which the registered mechanisms check; nothing differentiates through it.
+    """
     outputs, caches = [], []
     for h in segments:
         out, cache = compressive_layer_forward(h, state, params, config)

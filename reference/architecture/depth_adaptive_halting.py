@@ -177,7 +177,7 @@ def halting_backward(d_exit: Any, cache: HaltingCache, *, detach: bool = False) 
                                      xp.reshape(dz, (-1, dz.shape[-1]))),  # (D, N)
                  "halt.b": xp.sum(dz, axis=(0, 1))}
         if detach:
-            return HaltingGrads(grads, None, None)
+            return HaltingGrads(grads, None, None)  # not gradient-checked: a stop-gradient (test_depth_adaptive.py::test_detach_stops_the_halting_gradient_at_the_states_only)
         dh1 = xp.matmul(dz, xp.matrix_transpose(p["halt.w"]))[:, :, None, :]  # (B, T, 1, D)
         n = dz.shape[-1]
         zeros = xp.zeros((*dh1.shape[:2], n - 1, dh1.shape[-1]), dtype=dh1.dtype)
@@ -187,7 +187,7 @@ def halting_backward(d_exit: Any, cache: HaltingCache, *, detach: bool = False) 
         grads = {"halt.w": xp.sum(hk * dz[..., None], axis=(0, 1, 2))[:, None],  # (D, 1)
                  "halt.b": xp.reshape(xp.sum(dz), (1,))}
         if detach:
-            return HaltingGrads(grads, None, None)
+            return HaltingGrads(grads, None, None)  # not gradient-checked: a stop-gradient (test_depth_adaptive.py::test_detach_stops_the_halting_gradient_at_the_states_only)
         dhk = dz[..., None] * xp.reshape(p["halt.w"], (-1,))  # (B, T, N-1, D)
         return HaltingGrads(grads, xp.concat([dhk, xp.zeros_like(dhk[:, :, :1, :])], axis=2), None)
     mean, hidden = cache.features, cache.hidden
@@ -195,6 +195,6 @@ def halting_backward(d_exit: Any, cache: HaltingCache, *, detach: bool = False) 
     grads = {"halt.w2": xp.matmul(xp.matrix_transpose(hidden), dz), "halt.b2": xp.sum(dz, axis=0),
              "halt.w1": xp.matmul(xp.matrix_transpose(mean), dpre), "halt.b1": xp.sum(dpre, axis=0)}
     if detach:
-        return HaltingGrads(grads, None, None)
+        return HaltingGrads(grads, None, None)  # not gradient-checked: a stop-gradient (test_depth_adaptive.py::test_detach_stops_the_halting_gradient_at_the_states_only)
     dmean = xp.matmul(dpre, xp.matrix_transpose(p["halt.w1"]))  # (B, D)
     return HaltingGrads(grads, None, dmean[:, None, :] * cache.source_weight)  # (B, S, D)

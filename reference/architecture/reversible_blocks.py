@@ -170,10 +170,6 @@ def chunked_feed_forward_vjp(dy: Any, cache: ChunkedFFCache) -> tuple[Any, Any, 
     return xp.concat(ys, axis=1), xp.concat(dxs, axis=1), total  # (B, T, D), (B, T, D)
 
 
-def chunked_feed_forward_backward(dy: Any, cache: ChunkedFFCache) -> tuple[Any, dict[str, Any]]:
-    """dx (B, T, D) and the summed parameter gradients (each chunk recomputed, as the module docstring says)."""
-    _, dx, grads = chunked_feed_forward_vjp(dy, cache)
-    return dx, grads
 
 
 def g_forward(x: Any, p: dict[str, Any], tape: LayerTape, config: ReversibleConfig) -> tuple[Any, GCache]:

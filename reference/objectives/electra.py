@@ -220,7 +220,7 @@ def electra_discriminator_forward(corrupted: Any, pad: Any, labels: Any, params:
     disc_loss, bce = sigmoid_bce_forward(scores, xp.astype(labels, scores.dtype),
                                          xp.astype(pad, scores.dtype))  # Eq. (4)
     if hf_label_cast:  # HF modeling_electra.py l.1102: the loss value is a float32
-        disc_loss = xp.astype(xp.astype(disc_loss, xp.float32), scores.dtype)
+        disc_loss = xp.astype(xp.astype(disc_loss, xp.float32), scores.dtype)  # not gradient-checked: a rounding of the value (test_hf_label_cast_rounds_the_loss_to_float32)
     return (disc_loss, scores), DiscriminatorCache(encoder, head, act, cls, bce)
 
 

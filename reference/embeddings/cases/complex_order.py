@@ -46,7 +46,8 @@ class ComplexOrderConfig(Config):
     vocab: int = option(7, "vocabulary V", minimum=1)
     used_words: int = option(5, "ids are drawn from the first used_words words (the rest get zero gradient)",
                              minimum=1)
-    position_step: float = option(1.5, "positions are 0, step, 2 step, ... (non-integer steps are allowed)")
+    position_step: float = option(1.5, "positions are 0, step, 2 step, ... (non-integer steps are allowed; 1: the "
+                                               "forward's default positions, none passed)")
     frequency: str = option("word", "w: per word (V, D), shared (D,) or none", choices=("word", "shared", "none"))
     initial_phase: str = option("word", "theta: per word (V, D), shared (D,) or none (= 0)",
                                 choices=("word", "shared", "none"))
@@ -62,13 +63,15 @@ def build(seed: int, dtype: Any, xp, config: ComplexOrderConfig) -> Case:
     ids = xp.asarray(rng.integers(0, c.used_words, (c.batch, c.seq_len)), dtype=xp.int64)
     params = sample_complex_order(rng, c.vocab, c.dim, xp=xp, dtype=dtype, frequency=c.frequency,
                                   initial_phase=c.initial_phase)
-    positions = xp.arange(c.seq_len, dtype=dtype) * c.position_step
-    return Case(inputs={}, params=params, static={"ids": ids, "positions": positions})
+    static = {"ids": ids}
+    if c.position_step != 1.0:  # step 1: the forward's own default positions 0, 1, ..., T-1
+        static["positions"] = xp.arange(c.seq_len, dtype=dtype) * c.position_step
+    return Case(inputs={}, params=params, static=static)
 
 
 def forward(case: Case):
     f, cache = complex_order_forward(case.static["ids"], case.params["amplitude"], case.params.get("frequency"),
-                                     case.params.get("initial_phase"), positions=case.static["positions"])
+                                     case.params.get("initial_phase"), positions=case.static.get("positions"))
     return {"embedding": f}, cache
 
 
