@@ -157,13 +157,19 @@ def _masking(rng, c: ElectraConfig, ids: np.ndarray, xp):
     return pad, masking
 
 
-def build(seed: int, dtype: Any, xp, config: ElectraConfig) -> Case:
-    c, rng = config, generator(seed)
+def _draw(rng, c: ElectraConfig, xp, dtype):
+    """What every ELECTRA case starts from: ids, both networks' parameters, padding and masking."""
     ids = _ids(rng, c)
     params = init_electra(rng, vocab=c.vocab, n_positions=c.seq_len + 2, width=c.width, d_gen=c.d_gen,
                           d_disc=c.d_disc, ff_gen=c.ff_gen, ff_disc=c.ff_disc, n_layers=c.n_layers, xp=xp,
                           dtype=dtype)
     pad, masking = _masking(rng, c, ids, xp)
+    return ids, params, pad, masking
+
+
+def build(seed: int, dtype: Any, xp, config: ElectraConfig) -> Case:
+    c, rng = config, generator(seed)
+    ids, params, pad, masking = _draw(rng, c, xp, dtype)
     masked = to_numpy(masking.masked)
     static = {"ids": xp.asarray(ids), "pad": xp.asarray(pad), "masked": masking.masked,
               "generator_ids": masking.generator_ids}
@@ -209,11 +215,7 @@ def _own(params: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 def build_generator(seed: int, dtype: Any, xp, config: ElectraConfig) -> Case:
     c, rng = config, generator(seed)
-    ids = _ids(rng, c)
-    params = init_electra(rng, vocab=c.vocab, n_positions=c.seq_len + 2, width=c.width, d_gen=c.d_gen,
-                          d_disc=c.d_disc, ff_gen=c.ff_gen, ff_disc=c.ff_disc, n_layers=c.n_layers, xp=xp,
-                          dtype=dtype)
-    pad, masking = _masking(rng, c, ids, xp)
+    ids, params, pad, masking = _draw(rng, c, xp, dtype)
     return Case(inputs={}, params=_own(params, "gen_"),
                 static={"ids": xp.asarray(ids), "pad": xp.asarray(pad), "masked": masking.masked,
                         "generator_ids": masking.generator_ids})
@@ -230,11 +232,7 @@ def forward_generator(case: Case):
 def build_discriminator(seed: int, dtype: Any, xp, config: ElectraConfig) -> Case:
     """Replaced ids without a generator: each masked position takes a random ordinary token."""
     c, rng = config, generator(seed)
-    ids = _ids(rng, c)
-    params = init_electra(rng, vocab=c.vocab, n_positions=c.seq_len + 2, width=c.width, d_gen=c.d_gen,
-                          d_disc=c.d_disc, ff_gen=c.ff_gen, ff_disc=c.ff_disc, n_layers=c.n_layers, xp=xp,
-                          dtype=dtype)
-    pad, masking = _masking(rng, c, ids, xp)
+    ids, params, pad, masking = _draw(rng, c, xp, dtype)
     masked = to_numpy(masking.masked)
     corrupted = np.where(masked, rng.integers(4, c.vocab, ids.shape), ids)
     if c.force_original:  # one masked position keeps its token: label 0
