@@ -33,7 +33,8 @@ Entry points:
 * :func:`compare_torch`: a PyTorch function at the user's configuration, with
   the user's own weights, inputs and static arrays if given, differentiated by
   autograd; :func:`sweep_torch` over the mechanism's edge configurations.
-* :func:`compare_jax` and :func:`sweep_jax`: the same for JAX, by ``jax.vjp``.
+* ``gradients.compare_jax.compare_jax`` and ``sweep_jax``: the same for JAX, by ``jax.vjp`` (their own
+  module, which builds on this one).
 * :func:`user_case`: the case the comparisons run (the oracle's seeded case at
   a configuration, with the user's arrays in place of the sampled ones).
 * :func:`compare_arrays`: two dicts of arrays.
@@ -63,7 +64,7 @@ from .budget import LOW_DTYPES, Budget, BudgetResult, judge_budget, torch_dtype
 from .check import Report, TensorResult
 
 __all__ = ["COMPARE_TOLERANCES", "Budget", "ComparisonResult", "ComparisonReport", "compare_arrays", "compare_torch",
-           "compare_jax", "sweep_torch", "sweep_jax", "compare_with_fixture", "user_case", "NO_GRADIENT_FIX"]
+           "sweep_torch", "compare_with_fixture", "user_case", "NO_GRADIENT_FIX"]
 
 #: The fix printed with every "no gradient reached" row.
 NO_GRADIENT_FIX = ("usual cause: the function computed with a copy of the leaf, not the leaf (a weight "
@@ -748,6 +749,3 @@ def compare_with_fixture(fixture_path: str | Path, fn: Callable[..., Any] | Mech
                                      prefix="grads.", unexpected=True))
     report.dtype = fixture.meta.get("dtype", report.dtype)
     return report
-
-
-from .compare_jax import compare_jax, sweep_jax  # noqa: E402  (JAX's entry points, beside torch's)

@@ -46,7 +46,7 @@ A test that forgets the conjugation when comparing JAX with the oracle sees
 2 - 4i against 2 + 4i and fails (``oracle_tests/test_complex_order.py`` shows it).
 For a real-valued input both conventions coincide (the imaginary part is zero).
 
-:func:`gradients.compare.compare_jax` applies :func:`from_jax` to every complex
+:func:`gradients.compare_jax.compare_jax` applies :func:`from_jax` to every complex
 gradient ``jax.vjp`` returns and says so in its report's notes; by hand,
 ``from_jax(jax.grad(loss)(z))`` is what PyTorch leaves in ``z.grad``.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradients.compare import compare_jax, sweep_jax
+from gradients.compare_jax import compare_jax, sweep_jax
 from reference.registry import Case, Mechanism, get
 
 jax = pytest.importorskip("jax")
