@@ -44,7 +44,9 @@ MAIN = ("w_q", "b_q", "w_k", "b_k", "w_v", "b_v", "w_o", "b_o", "w_1", "b_1", "w
 
 @pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
 def test_every_element_conv_with_bias_and_dropout(backend):
-    report = check_mechanism(get("architecture.compressive"), backend=backend, mode="full")
+    """Every element on NumPy; 24 evenly spaced elements a tensor on array_api_strict (~180 s for all)."""
+    report = check_mechanism(get("architecture.compressive"), backend=backend, mode="full",
+                             max_elements=None if backend == "numpy" else 24)
     assert report.passed, report.table()
 
 

@@ -36,7 +36,10 @@ def _np():
 @pytest.mark.parametrize("name, backend", [(name, "numpy") for name in VARIANTS]
                          + [("attention.extra_hop", "array_api_strict")])
 def test_every_element(name, backend):
-    report = check_mechanism(get(name), backend=backend, mode="full")
+    """Every element on NumPy; on array_api_strict 24 evenly spaced elements of each tensor (the strict
+    namespace's portable erf makes every element cost ~200 s, `python -m gradients check` does them all)."""
+    report = check_mechanism(get(name), backend=backend, mode="full",
+                             max_elements=None if backend == "numpy" else 24)
     assert report.passed, report.table()
 
 

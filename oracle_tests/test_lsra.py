@@ -60,7 +60,8 @@ def test_random_directions_numpy(name):
 
 
 def test_every_element_array_api_strict():
-    report = check_mechanism(get("attention.lsra"), backend="array_api_strict", mode="full")
+    """24 evenly spaced elements of each tensor (every element: ~65 s in CI; the CLI checks them all)."""
+    report = check_mechanism(get("attention.lsra"), backend="array_api_strict", mode="full", max_elements=24)
     assert report.passed, report.table()
 
 
